@@ -1,0 +1,23 @@
+"""Benchmark runners behind ``seqlevel bench NAME``.
+
+Each runner is a module exposing ``add_arguments(parser)`` and ``run(args) -> int``. The registry maps the
+sub-command name to its module, imported only when that benchmark is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help)
+    "speed": ("seqlevel.bench.speed", "time two workloads side by side in one process (ratio A/B)"),
+    "markov": ("seqlevel.bench.markov", "MixCE family on the bigram oracle task with known P"),
+}
+
+
+def load(name: str) -> ModuleType:
+    """Import the runner module of benchmark ``name``."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
+    return importlib.import_module(BENCHMARKS[name][0])

@@ -1,0 +1,103 @@
+"""The ``seqlevel`` command. It parses arguments and calls the library; it holds no logic of its own.
+
+Sub-commands: ``train``, ``bench NAME``, ``demo``. Benchmarks define their own options beside their code
+(``seqlevel.bench.BENCHMARKS``), so each option's meaning has one source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from seqlevel import __version__
+from seqlevel.bench import BENCHMARKS
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a causal LM with a sequence-level objective",
+                       description="Train any AutoModelForCausalLM (or a tiny preset) with MLE, MixCE, TaiLr or DFT.")
+    p.add_argument("--objective", default="mixce",
+                   help="mle | mixce | tailr | dft (default mixce)")
+    p.add_argument("--model", required=True,
+                   help="Hugging Face model name or local path, or a preset: tiny-gpt2, tiny-llama, small-gpt2, small-llama")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer name/path; defaults to the model's, or a byte-level tokenizer for presets")
+    p.add_argument("--dataset", required=True,
+                   help="a .txt file (one example per line), a .jsonl/.json file with a 'text' or 'input_ids' "
+                        "field, or a directory saved with datasets.save_to_disk")
+    p.add_argument("--output-dir", required=True, help="where checkpoints and the final model are written")
+    p.add_argument("--mixce-eta", type=float, default=None, help="MixCE mixing ratio η in [0, 1] (1 = MLE)")
+    p.add_argument("--tailr-gamma", type=float, default=None, help="TaiLr γ in [0, 1] (0 = MLE)")
+    p.add_argument("--tailr-w-min", type=float, default=None, help="TaiLr weight floor in [0, 1]")
+    p.add_argument("--max-length", type=int, default=None, help="truncate examples to this many tokens")
+    p.add_argument("--epochs", type=float, default=1.0, help="training epochs (default 1)")
+    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps")
+    p.add_argument("--batch-size", type=int, default=8, help="per-device train batch size")
+    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--lr", type=float, default=5e-5, help="learning rate (default 5e-5, the MixCE paper's)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--save-steps", type=int, default=500)
+    p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output-dir")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="run a benchmark (speed ratios, known-P tasks)")
+    bsub = p.add_subparsers(dest="bench", metavar="NAME", required=True)
+    for name, (_module, help_text) in BENCHMARKS.items():  # noqa: B007
+        # Options are defined beside the runner and added in _parse, importing only the one asked for.
+        bsub.add_parser(name, help=help_text, description=help_text)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the project's main job: each method on a task with known answers")
+    p.add_argument("--quick", action="store_true", help="the small configuration the tests run (< 2 min)")
+    p.add_argument("--output-dir", default="runs/demo", help="where the report and pictures go")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqlevel", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"seqlevel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train(sub)
+    _add_bench(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHMARKS:
+        # second pass with the benchmark's own options added
+        module = importlib.import_module(BENCHMARKS[argv[1]][0])
+        bp = argparse.ArgumentParser(prog=f"seqlevel bench {argv[1]}", description=BENCHMARKS[argv[1]][1])
+        module.add_arguments(bp)
+        args = bp.parse_args(argv[2:])
+        args.command, args.bench, args._module = "bench", argv[1], module
+        return args
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        if args.command == "bench":
+            return args._module.run(args)
+        if args.command == "train":
+            from seqlevel.trainers.recipes import train_from_cli
+
+            return train_from_cli(args)
+        if args.command == "demo":
+            from seqlevel.demo import run_demo
+
+            return run_demo(quick=args.quick, output_dir=args.output_dir)
+    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as err:
+        # Bad input: one clear line, no traceback, exit status 2 (argparse's convention).
+        print(f"seqlevel {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees a known command
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

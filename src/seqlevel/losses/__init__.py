@@ -1,0 +1,15 @@
+"""Training objectives as pure functions: tensors in, scalar out.
+
+One file per family: ``token_weighted`` (MLE, MixCE, TaiLr, DFT), ``oracle`` (objectives that need
+the true distribution P, for known-P benchmark tasks), ``sequencematch``, ``attribute``.
+"""
+
+from seqlevel.losses.token_weighted import (
+    dft_loss,
+    mixce_loss,
+    mle_loss,
+    tailr_loss,
+    token_weighted_loss,
+)
+
+__all__ = ["mle_loss", "mixce_loss", "tailr_loss", "dft_loss", "token_weighted_loss"]
