@@ -70,6 +70,9 @@ def tiny_model(
         kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
         kwargs.setdefault("bos_token_id", tokenizer.bos_token_id)
         kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+    else:  # keep special ids inside the vocabulary (GPT-2's defaults point at 50256)
+        kwargs.setdefault("bos_token_id", vocab_size - 1)
+        kwargs.setdefault("eos_token_id", vocab_size - 1)
     torch.manual_seed(seed)
     if family == "gpt2":
         config = GPT2Config(vocab_size=vocab_size, **kwargs)
