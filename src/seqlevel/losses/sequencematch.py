@@ -1,0 +1,261 @@
+"""SequenceMatch objective (Cundy & Ermon 2024, §3 of our notes) and its behaviour-cloning baseline.
+
+The LM's logits are soft-Q values over the extended vocabulary (tokens, ``<eos>``, ``<bksp>``):
+
+* ``Q(s, a) = ℓ_θ(a | s)``, ``V(s) = logsumexp_a ℓ_θ(a | s)``, implicit reward ``r = Q(s, a) − γ V(s')`` (eq. 4);
+* the IQ-Learn / Proposition 1 objective to maximise is ``E_ρD[φ(r)] − E_ρ[V(s) − γ V(s')]``; we minimise its
+  negative, with every expectation an occupancy-weighted sum over time steps (weights ``γ^i``, §3.5);
+* ``chi2_mix`` (default) adds the model-side χ² regulariser ``¼ E_ρM[r²]`` (LS-IQ's mixture, §3.4).
+
+Layout (from :func:`seqlevel.backspace.collate`): ``logits[:, t]`` are the Q-values of the state held at slot
+``t``; ``labels[:, t]`` is the action taken there; the next state is slot ``t + 1``; ``valid`` marks slots with a
+transition; ``step`` is the time index; ``eos_abs`` marks the absorbing state after ``<eos>``; ``is_data`` says
+which rows are data and which are model (replay) trajectories. One batch holds both.
+
+Reconstructed choices (RECON in the notes), each a knob with the principled default:
+
+* ``eos="absorbing"``: after ``<eos>`` the state is absorbing and its infinite tail is summed in closed form
+  (LS-IQ's ``treat_absorbing_states``); ``eos="done"`` is IQ-Learn's ``y = (1 − done) γ V'`` with no tail.
+* ``model_reg=0.25``: weight of the model-side ``r²`` term (¼ makes the data side exactly ``φ(x) = x − x²/4``).
+* ``model_mix=0.5``: weight of model trajectories in the value term's ``ρ_mix`` (IQ-Learn's 50/50 batches). When
+  the batch (or ``num_sequences``) has no model trajectories, the value term falls back to the data side alone.
+* normalisation: per-sequence γ-weighted sums, averaged over data and over model sequences separately, times
+  ``(1 − γ)`` (``occupancy_normalize=True``) so the loss is an expectation under the normalised occupancy.
+* ``max_phi_slope=10``: where φ is undefined or singular (``kl``, ``js``, ``hellinger``), φ is continued along
+  its tangent below the point where ``φ' = max_phi_slope``; the result is concave and C¹ everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from seqlevel.losses.token_weighted import mle_loss
+
+Tensor = torch.Tensor
+IGNORE = -100
+DIVERGENCES = ("chi2_mix", "chi2", "kl", "reverse_kl", "js", "hellinger", "tv")
+EOS_MODES = ("absorbing", "done")
+
+
+def _phi_exact(divergence: str, r: Tensor) -> Tensor:
+    # φ(r) = −f*(−r) for D_f(ρ_θ ‖ ρ_data) (§3.3 table)
+    if divergence in ("chi2_mix", "chi2"):
+        return r - 0.25 * r**2  # Pearson χ²: the paper's φ(x) = x − x²/4
+    if divergence == "kl":
+        return 1.0 + torch.log(r)  # forward KL(ρ_data ‖ ρ_θ); r > 0
+    if divergence == "reverse_kl":
+        return -torch.exp(-(r + 1.0))  # KL(ρ_θ ‖ ρ_data), IQ-Learn's "kl"
+    if divergence == "js":
+        return torch.log(2.0 - torch.exp(-r))  # r > −log 2
+    if divergence == "hellinger":
+        return r / (1.0 + r)  # r > −1
+    return r  # total variation (|r| ≤ ½ is not enforced, as in IQ-Learn)
+
+
+def _phi_slope_point(divergence: str, s: float) -> float | None:
+    """The r where φ'(r) = s, below which φ continues along its tangent; None where φ is used as is."""
+    if divergence == "kl":
+        return 1.0 / s  # φ' = 1/r
+    if divergence == "js":
+        return -math.log(2.0 * s / (1.0 + s))  # φ' = e^{−r} / (2 − e^{−r})
+    if divergence == "hellinger":
+        return 1.0 / math.sqrt(s) - 1.0  # φ' = 1/(1+r)²
+    return None
+
+
+def phi(divergence: str, r: Tensor, max_phi_slope: float = 10.0) -> Tensor:
+    """The concave φ of a divergence (§3.3), tangent-continued where it is undefined (see module docstring).
+
+    Args:
+        divergence: one of ``DIVERGENCES``.
+        r: implicit rewards, any shape.
+        max_phi_slope: φ's slope at the continuation point (``kl``, ``js``, ``hellinger`` only); must be > 1.
+
+    Returns:
+        ``φ(r)``, same shape as ``r``.
+    """
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES} (the paper used 'chi2_mix')")
+    r_lo = _phi_slope_point(divergence, float(max_phi_slope)) if divergence in ("kl", "js", "hellinger") else None
+    if r_lo is None:
+        return _phi_exact(divergence, r)
+    if not max_phi_slope > 1.0:
+        raise ValueError(f"max_phi_slope must be > 1, got {max_phi_slope}; 10 keeps φ' bounded but steep")
+    r_lo_t = torch.as_tensor(r_lo, dtype=r.dtype, device=r.device)
+    return _phi_exact(divergence, torch.maximum(r, r_lo_t)) + max_phi_slope * torch.clamp(r - r_lo_t, max=0.0)
+
+
+def _check(logits: Tensor, batch: dict, gamma: float, divergence: str, eos: str) -> None:
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES} (the paper used 'chi2_mix')")
+    if not 0.0 < float(gamma) < 1.0:
+        raise ValueError(f"gamma must be in (0, 1), got {gamma}; the paper used 0.998")
+    if eos not in EOS_MODES:
+        raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}; 'absorbing' sums the tail after <eos>")
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be (B, T, A), got shape {tuple(logits.shape)}")
+    for key in ("labels", "valid", "step", "eos_abs", "is_data"):
+        if key not in batch:
+            raise ValueError(f"batch has no {key!r}; build it with seqlevel.backspace.collate")
+    if tuple(batch["labels"].shape) != tuple(logits.shape[:2]):
+        raise ValueError(
+            f"logits cover {tuple(logits.shape[:2])} (B, T) slots but the batch has {tuple(batch['labels'].shape)}; "
+            "run the model on model_inputs(batch) without shifting: slot t's logits score labels[:, t]"
+        )
+    lab = batch["labels"]
+    if bool(((lab != IGNORE) & ((lab < 0) | (lab >= logits.shape[-1]))).any()):
+        raise ValueError(f"labels hold ids outside the {logits.shape[-1]} logits; did the model get the <bksp> row "
+                         "(add_backspace_token)?")
+
+
+def sequencematch_terms(
+    logits: Tensor,
+    batch: dict[str, Tensor],
+    *,
+    divergence: str = "chi2_mix",
+    gamma: float = 0.998,
+    eos: str = "absorbing",
+    max_phi_slope: float = 10.0,
+) -> dict[str, Tensor]:
+    """Per-sequence γ-weighted sums of the three SequenceMatch terms (not yet signed, weighted or averaged).
+
+    Args:
+        logits: ``(B, T, A)`` extended-vocabulary logits of ``model(**model_inputs(batch))``.
+        batch: a :func:`seqlevel.backspace.collate` batch.
+        divergence, gamma, eos, max_phi_slope: as in :func:`sequencematch_loss`.
+
+    Returns:
+        ``phi (B,)``: Σ_i γ^i φ(r_i) (+ absorbing tail); ``r2 (B,)``: Σ_i γ^i r_i² (+ tail); ``value (B,)``:
+        Σ_i γ^i (V(s_i) − γ V(s_{i+1})) (+ tail γ^K V(u_K)), which telescopes to V(s_0) on a complete trajectory;
+        ``r``, ``V``: ``(B, T)`` detached diagnostics; ``has_r``: ``(B, T)`` where ``r`` is defined.
+    """
+    _check(logits, batch, gamma, divergence, eos)
+    lg = logits if logits.dtype == torch.float64 else logits.float()  # (B, T, A) fp32 at least
+    labels, valid, eos_abs = batch["labels"], batch["valid"], batch["eos_abs"]
+    V = torch.logsumexp(lg, dim=-1)  # (B, T): V(s) = log Σ_a exp Q(s, a), <bksp> and <eos> included
+    Q = lg.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T): Q(s_t, a_t)
+    V_next = torch.cat([V[:, 1:], torch.zeros_like(V[:, :1])], dim=1)  # (B, T): V(s_{t+1}) sits at slot t+1
+    w = torch.exp(batch["step"].to(lg.dtype) * math.log(gamma))  # (B, T): occupancy weight γ^i
+    if eos == "done":  # IQ-Learn: y = (1 − done) γ V(s'); the transition into the <eos> state is terminal
+        done = torch.cat([eos_abs[:, 1:], torch.zeros_like(eos_abs[:, :1])], dim=1)
+        V_next = V_next.masked_fill(done, 0.0)
+    has_r = valid & (labels != IGNORE)
+    r = Q - gamma * V_next  # eq. (4): r = Q(s, a) − γ V(s')
+    mask = has_r.to(lg.dtype)
+    phi_sum = (mask * w * phi(divergence, torch.where(has_r, r, 0.0), max_phi_slope)).sum(1)
+    r2_sum = (mask * w * r**2).sum(1)
+    value_sum = (valid.to(lg.dtype) * w * (V - gamma * V_next)).sum(1)  # telescopes over time steps
+    if eos == "absorbing":
+        # closed-form tail at the absorbing state u_K (reached at step K): Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
+        a = eos_abs & (labels != IGNORE)
+        r_abs = Q - gamma * V  # (B, T): <eos> in u_K leads back to u_K
+        am = a.to(lg.dtype)
+        tail_w = w / (1.0 - gamma)
+        phi_sum = phi_sum + (am * tail_w * phi(divergence, torch.where(a, r_abs, 0.0), max_phi_slope)).sum(1)
+        r2_sum = r2_sum + (am * tail_w * r_abs**2).sum(1)
+        value_sum = value_sum + (eos_abs.to(lg.dtype) * w * V).sum(1)  # Σ_{j≥K} γ^j (V − γV) = γ^K V(u_K)
+        r = torch.where(a, r_abs, r)
+        has_r = has_r | a
+    return {"phi": phi_sum, "r2": r2_sum, "value": value_sum, "r": r.detach(), "V": V.detach(), "has_r": has_r}
+
+
+def sequencematch_loss(
+    logits: Tensor,
+    batch: dict[str, Tensor],
+    divergence: str = "chi2_mix",
+    gamma: float = 0.998,
+    eos: str = "absorbing",
+    *,
+    model_reg: float = 0.25,
+    model_mix: float = 0.5,
+    occupancy_normalize: bool = True,
+    max_phi_slope: float = 10.0,
+    num_sequences: tuple[int, int] | None = None,
+    return_terms: bool = False,
+) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+    """SequenceMatch loss to minimise (§3.4, §3.7): data and model trajectories in one batch.
+
+    ``L = −Ê_D[Σ γ^i φ(r_i)] + model_reg·Ê_M[Σ γ^i r_i²] + (1−λ)·Ê_D[value] + λ·Ê_M[value]``, times ``(1 − γ)``,
+    where ``Ê_D``/``Ê_M`` average per-sequence sums over data/model rows, ``λ = model_mix``, and the ``r²`` term is
+    present for ``chi2_mix`` only.
+
+    Args:
+        logits: ``(B, T, A)`` logits of ``model(**model_inputs(batch))``, any float dtype (computed in fp32).
+        batch: a :func:`seqlevel.backspace.collate` batch (``labels``, ``valid``, ``step``, ``eos_abs``, ``is_data``).
+        divergence: ``chi2_mix`` (default), ``chi2``, ``kl``, ``reverse_kl``, ``js``, ``hellinger`` or ``tv``.
+        gamma: discount in (0, 1); the paper used 0.998.
+        eos: ``"absorbing"`` (closed-form tail) or ``"done"`` (IQ-Learn done-masking).
+        model_reg: weight of the model-side ``r²`` term for ``chi2_mix`` (RECON; ¼ from the LS-IQ derivation).
+        model_mix: weight of model trajectories in the value term (RECON; ½).
+        occupancy_normalize: multiply by ``(1 − γ)`` (an expectation under the normalised occupancy).
+        max_phi_slope: tangent continuation of φ for ``kl``/``js``/``hellinger`` (RECON).
+        num_sequences: ``(n_data, n_model)`` in the whole optimizer step, for exact gradient accumulation (the
+            analogue of ``num_items_in_batch``); default: the counts in this batch.
+        return_terms: also return the per-sequence terms and diagnostics.
+
+    Returns:
+        A scalar loss (and the terms of :func:`sequencematch_terms` plus ``loss_data``/``loss_model``/
+        ``loss_value`` when ``return_terms``).
+    """
+    if not 0.0 <= float(model_mix) <= 1.0:
+        raise ValueError(f"model_mix must be in [0, 1], got {model_mix}; 0.5 is IQ-Learn's 50/50 mixture")
+    if float(model_reg) < 0.0:
+        raise ValueError(f"model_reg must be >= 0, got {model_reg}; 0.25 gives the χ²-mixture")
+    terms = sequencematch_terms(logits, batch, divergence=divergence, gamma=gamma, eos=eos,
+                                max_phi_slope=max_phi_slope)
+    is_data = batch["is_data"].to(terms["phi"].device)
+    d, m = is_data.to(terms["phi"].dtype), (~is_data).to(terms["phi"].dtype)  # (B,)
+    if num_sequences is None:
+        n_d, n_m = float(is_data.sum()), float((~is_data).sum())
+    else:
+        n_d, n_m = float(num_sequences[0]), float(num_sequences[1])
+    lam = model_mix if n_d > 0 and n_m > 0 else (1.0 if n_m > 0 else 0.0)  # value term on whichever side exists
+    zero = terms["phi"].sum() * 0.0
+    loss_data = -(d * terms["phi"]).sum() / n_d if n_d > 0 else zero  # −Ê_D[φ(r)]
+    loss_model = zero
+    if divergence == "chi2_mix" and n_m > 0:
+        loss_model = model_reg * (m * terms["r2"]).sum() / n_m  # ¼ Ê_M[r²]: the mixture part
+    loss_value = zero
+    if n_d > 0:
+        loss_value = loss_value + (1.0 - lam) * (d * terms["value"]).sum() / n_d
+    if n_m > 0:
+        loss_value = loss_value + lam * (m * terms["value"]).sum() / n_m
+    scale = (1.0 - gamma) if occupancy_normalize else 1.0
+    loss = scale * (loss_data + loss_model + loss_value)
+    if not return_terms:
+        return loss
+    return loss, {**terms, "loss_data": scale * loss_data.detach(), "loss_model": scale * loss_model.detach(),
+                  "loss_value": scale * loss_value.detach()}
+
+
+def bc_loss(
+    logits: Tensor,
+    batch: dict[str, Tensor],
+    *,
+    data_only: bool = True,
+    num_items_in_batch: int | Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Behaviour cloning: plain MLE over the actions (``<bksp>`` included) of the same encoding (§3.6, §5).
+
+    Args:
+        logits: ``(B, T, A)`` logits of ``model(**model_inputs(batch))``.
+        batch: a :func:`seqlevel.backspace.collate` batch; ``labels`` where ``valid`` are the targets.
+        data_only: count data trajectories only (default; BC never imitates the model's own samples).
+        num_items_in_batch: number of targets in the whole optimizer step (gradient accumulation).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        Scalar fp32 loss (mean over targets), as :func:`seqlevel.losses.mle_loss`.
+    """
+    labels = batch["labels"]
+    if tuple(labels.shape) != tuple(logits.shape[:2]):
+        raise ValueError(f"logits cover {tuple(logits.shape[:2])} (B, T) slots but the batch has "
+                         f"{tuple(labels.shape)}; run the model on model_inputs(batch) without shifting")
+    keep = batch["valid"]
+    if data_only:
+        keep = keep & batch["is_data"].to(keep.device).unsqueeze(1)
+    targets = labels.masked_fill(~keep, IGNORE)  # the absorbing slot and padding are not BC targets
+    return mle_loss(logits, targets, num_items_in_batch=num_items_in_batch, reduction=reduction)
