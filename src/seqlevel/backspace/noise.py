@@ -119,6 +119,9 @@ def augment_with_noise(
                 n = int(draw(list(live), x, gen))
                 if n == backspace_id:
                     raise ValueError(f"the noise source returned the backspace id {backspace_id}; noise must be a token")
+                if r == 0 and n == x:
+                    raise ValueError(f"the noise source returned the correct next token {x} for prefix {live}; "
+                                     "noise must be an error, return a different token")
                 actions.append(n)
                 if mode == "action":
                     targets.append(n)

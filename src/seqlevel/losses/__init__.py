@@ -4,6 +4,7 @@ One file per family: ``token_weighted`` (MLE, MixCE, TaiLr, DFT), ``oracle`` (ob
 the true distribution P, for known-P benchmark tasks), ``sequencematch``, ``attribute``.
 """
 
+from seqlevel.losses.attribute import attribute_loss, cat_loss, consistency_loss
 from seqlevel.losses.sequencematch import bc_loss, sequencematch_loss
 from seqlevel.losses.token_weighted import (
     dft_loss,
@@ -14,4 +15,4 @@ from seqlevel.losses.token_weighted import (
 )
 
 __all__ = ["mle_loss", "mixce_loss", "tailr_loss", "dft_loss", "token_weighted_loss",
-           "sequencematch_loss", "bc_loss"]
+           "sequencematch_loss", "bc_loss", "attribute_loss", "cat_loss", "consistency_loss"]

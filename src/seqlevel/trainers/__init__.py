@@ -1,6 +1,7 @@
 """Thin Config + Trainer pairs over ``transformers.Trainer`` (one file per method)."""
 
+from seqlevel.trainers.attribute import AttributeConfig, AttributeTrainer
 from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
 from seqlevel.trainers.mixce import MixCEConfig, MixCETrainer
 
-__all__ = ["MixCEConfig", "MixCETrainer", "CausalLMCollator", "tokenize_dataset"]
+__all__ = ["MixCEConfig", "MixCETrainer", "CausalLMCollator", "tokenize_dataset", "AttributeConfig", "AttributeTrainer"]

@@ -1,0 +1,237 @@
+"""sequencematch_loss / bc_loss: telescoping identity, closed-form absorbing tail, naive reference, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqlevel.backspace import collate, encode
+from seqlevel.losses import bc_loss, mle_loss, sequencematch_loss
+from seqlevel.losses.sequencematch import DIVERGENCES, _phi_exact, phi, sequencematch_terms
+
+A, BK, EOS, PAD = 7, 6, 1, 0  # actions: ids 0..6, <bksp> = 6, <eos> = 1
+
+
+def _batch(trajs, is_data):
+    encs = [encode(p, a, BK, eos_id=EOS, is_data=d) for (p, a), d in zip(trajs, is_data)]
+    return collate(encs, PAD)
+
+
+TRAJS = [
+    ([2, 3], [4, BK, BK, BK, 5, 2, EOS]),  # data, complete, backspace past the prompt boundary
+    ([2], [3, 3, BK, 4]),  # data, truncated
+    ([5, 4, 3], [2, BK, 2, 5, EOS]),  # model, complete
+    ([3], [BK, 4, 4, 4, 5, BK]),  # model, truncated
+]
+IS_DATA = [True, True, False, False]
+
+
+def _logits(batch, seed=0, scale=2.0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    B, T = batch["input_ids"].shape
+    return (torch.randn(B, T, A, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+# ---- identities --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eos", ["absorbing", "done"])
+@pytest.mark.parametrize("gamma", [0.998, 0.9])
+def test_telescoping_value_sum_equals_V_s0(eos, gamma):
+    """φ ≡ 0 leaves only the value term; on a complete trajectory it telescopes to V(s_0) (§3.5)."""
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch, dtype=torch.float32)
+    terms = sequencematch_terms(logits, batch, gamma=gamma, eos=eos)
+    for b, (p, a) in enumerate(TRAJS):
+        V = torch.logsumexp(logits[b].double(), -1)
+        s0, K = len(p) - 1, len(a)
+        expected = V[s0] if a[-1] == EOS else V[s0] - gamma**K * V[s0 + K]  # truncated: V(u_0) − γ^K V(u_K)
+        assert abs(terms["value"][b].item() - expected.item()) <= 1e-5
+
+
+def _chain(step_logits, labels, eos_abs_last):
+    """A hand-built one-row batch: slot t holds step_logits[t]."""
+    T = len(step_logits)
+    lab = torch.tensor(labels + [-100] * (T - len(labels)))
+    valid = torch.zeros(T, dtype=torch.bool)
+    valid[: T - 1] = True
+    eos_abs = torch.zeros(T, dtype=torch.bool)
+    if eos_abs_last:
+        eos_abs[-1] = True
+        lab[-1] = EOS
+    batch = {"labels": lab[None], "valid": valid[None], "step": torch.arange(T)[None], "eos_abs": eos_abs[None],
+             "is_data": torch.tensor([True])}
+    return torch.stack(step_logits)[None], batch
+
+
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_absorbing_tail_closed_form_equals_unrolled_tail(divergence):
+    gamma, K, N = 0.9, 4, 700  # 0.9**700 ≈ 1e-32: the unrolled remainder is negligible
+    g = torch.Generator().manual_seed(1)
+    steps = [torch.randn(A, generator=g, dtype=torch.float64) * 2 for _ in range(K)]
+    u_K = torch.randn(A, generator=g, dtype=torch.float64) * 2
+    acts = [3, BK, 4, EOS]
+    closed = sequencematch_terms(*_chain(steps + [u_K], acts, True), divergence=divergence, gamma=gamma)
+    unrolled = sequencematch_terms(*_chain(steps + [u_K] * (N + 1), acts + [EOS] * N, False),
+                                   divergence=divergence, gamma=gamma)
+    for key in ("phi", "r2", "value"):
+        torch.testing.assert_close(closed[key], unrolled[key], rtol=1e-10, atol=1e-10)
+
+
+def _naive_loss(logits, trajs, is_data, divergence, gamma, eos):
+    """Loops over trajectories and actions, straight from §3.4/§3.5: the stated data, model and value terms."""
+    lse = lambda x: torch.logsumexp(x, -1)  # noqa: E731
+    per = []
+    for b, (p, acts) in enumerate(trajs):
+        phi_sum = r2_sum = val_sum = logits.new_zeros(())
+        for k, a in enumerate(acts):
+            t = len(p) - 1 + k
+            v_next = 0.0 if (eos == "done" and a == EOS) else lse(logits[b, t + 1])
+            r = logits[b, t, a] - gamma * v_next
+            phi_sum = phi_sum + gamma**k * phi(divergence, r)
+            r2_sum = r2_sum + gamma**k * r**2
+            val_sum = val_sum + gamma**k * (lse(logits[b, t]) - gamma * v_next)
+        if eos == "absorbing" and acts and acts[-1] == EOS:
+            t, K = len(p) - 1 + len(acts), len(acts)
+            r_abs = logits[b, t, EOS] - gamma * lse(logits[b, t])
+            phi_sum = phi_sum + gamma**K / (1 - gamma) * phi(divergence, r_abs)
+            r2_sum = r2_sum + gamma**K / (1 - gamma) * r_abs**2
+            val_sum = val_sum + gamma**K * lse(logits[b, t])
+        per.append((phi_sum, r2_sum, val_sum))
+    D = [x for x, d in zip(per, is_data) if d]
+    M = [x for x, d in zip(per, is_data) if not d]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    loss = -mean([x[0] for x in D]) + 0.5 * mean([x[2] for x in D]) + 0.5 * mean([x[2] for x in M])
+    if divergence == "chi2_mix":
+        loss = loss + 0.25 * mean([x[1] for x in M])  # the model-side χ² term
+    return (1 - gamma) * loss
+
+
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("eos", ["absorbing", "done"])
+def test_loss_matches_naive_reference(divergence, eos):
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch)
+    got = sequencematch_loss(logits, batch, divergence=divergence, gamma=0.95, eos=eos)
+    want = _naive_loss(logits, TRAJS, IS_DATA, divergence, 0.95, eos)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_chi2_mix_is_chi2_plus_the_model_side_term():
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch)
+    mix, t = sequencematch_loss(logits, batch, "chi2_mix", return_terms=True)
+    chi2 = sequencematch_loss(logits, batch, "chi2")
+    model_rows = ~batch["is_data"]
+    model_term = (1 - 0.998) * 0.25 * t["r2"][model_rows].mean()
+    torch.testing.assert_close(mix, chi2 + model_term, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(t["loss_model"], model_term)
+    data_rows = batch["is_data"]
+    torch.testing.assert_close(t["loss_data"], -(1 - 0.998) * t["phi"][data_rows].mean())
+    # the data side is φ(r) = r − r²/4 (the paper's χ² φ)
+    r = torch.linspace(-5, 5, 11, dtype=torch.float64)
+    torch.testing.assert_close(phi("chi2_mix", r), r - r**2 / 4)
+
+
+def test_data_only_batch_puts_the_whole_value_term_on_data():
+    batch = _batch(TRAJS[:2], IS_DATA[:2])
+    logits = _logits(batch)
+    loss, t = sequencematch_loss(logits, batch, return_terms=True)
+    torch.testing.assert_close(t["loss_value"], (1 - 0.998) * t["value"].mean())
+    assert t["loss_model"] == 0
+
+
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("eos", ["absorbing", "done"])
+def test_finite_difference_gradients(divergence, eos):
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch, seed=2, scale=3.0).requires_grad_(True)
+    fn = lambda x: sequencematch_loss(x, batch, divergence=divergence, gamma=0.9, eos=eos)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (logits,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_gradient_accumulation_with_num_sequences_is_exact():
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch)
+    full = sequencematch_loss(logits, batch)
+    halves = []
+    for rows in ([0, 2], [1, 3]):
+        sub = {k: v[rows] for k, v in batch.items()}
+        halves.append(sequencematch_loss(logits[rows], sub, num_sequences=(2, 2)))
+    torch.testing.assert_close(sum(halves), full, rtol=1e-12, atol=1e-12)
+
+
+# ---- φ table -----------------------------------------------------------------------------------------------------
+
+
+def test_phi_table_and_tangent_continuation():
+    r = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(phi("kl", r), 1 + torch.log(r))
+    torch.testing.assert_close(phi("reverse_kl", r), -torch.exp(-(r + 1)))
+    torch.testing.assert_close(phi("js", r), torch.log(2 - torch.exp(-r)))
+    torch.testing.assert_close(phi("hellinger", r), r / (1 + r))
+    torch.testing.assert_close(phi("tv", r), r)
+    for div in ("kl", "js", "hellinger"):
+        x = torch.linspace(-6, 3, 2001, dtype=torch.float64, requires_grad=True)
+        y = phi(div, x, max_phi_slope=10.0)
+        (dy,) = torch.autograd.grad(y.sum(), x)
+        assert torch.isfinite(y).all() and (dy <= 10.0 + 1e-9).all()  # bounded slope
+        assert (dy[1:] <= dy[:-1] + 1e-9).all()  # concave: φ' non-increasing
+        assert (dy > 0).all()  # increasing
+        inside = dy < 9.99  # where φ is used as is
+        torch.testing.assert_close(y[inside], _phi_exact(div, x[inside]))
+
+
+# ---- BC --------------------------------------------------------------------------------------------------------
+
+
+def test_bc_loss_is_mle_over_data_actions():
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch, dtype=torch.float32)
+    nll, n = 0.0, 0
+    for b, (p, acts) in enumerate(TRAJS):
+        if not IS_DATA[b]:
+            continue
+        for k, a in enumerate(acts):
+            nll += F.cross_entropy(logits[b, len(p) - 1 + k], torch.tensor(a)).item()
+            n += 1
+    assert abs(bc_loss(logits, batch).item() - nll / n) < 1e-5
+    all_rows = bc_loss(logits, batch, data_only=False)
+    labels = batch["labels"].masked_fill(~batch["valid"], -100)  # the absorbing slot is not a target
+    torch.testing.assert_close(all_rows, mle_loss(logits, labels))
+    assert bc_loss(logits, batch, reduction="sum").item() == pytest.approx(nll, rel=1e-5)
+
+
+# ---- bad input -------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs():
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch)
+    with pytest.raises(ValueError, match="unknown divergence 'chi3'"):
+        sequencematch_loss(logits, batch, divergence="chi3")
+    for g in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"gamma must be in \(0, 1\)"):
+            sequencematch_loss(logits, batch, gamma=g)
+    with pytest.raises(ValueError, match="eos must be"):
+        sequencematch_loss(logits, batch, eos="truncate")
+    with pytest.raises(ValueError, match="without shifting"):
+        sequencematch_loss(logits[:, :-1], batch)
+    with pytest.raises(ValueError, match="without shifting"):
+        bc_loss(logits[:, :-1], batch)
+    with pytest.raises(ValueError, match="add_backspace_token"):
+        sequencematch_loss(logits[..., :BK], batch)
+    with pytest.raises(ValueError, match="model_mix"):
+        sequencematch_loss(logits, batch, model_mix=1.5)
+    with pytest.raises(ValueError, match="collate"):
+        sequencematch_loss(logits, {k: v for k, v in batch.items() if k != "step"})
+
+
+def test_fp32_compute_for_half_logits_and_finite_at_padding():
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch, dtype=torch.bfloat16)
+    loss = sequencematch_loss(logits, batch)
+    assert loss.dtype == torch.float32 and math.isfinite(loss.item())
