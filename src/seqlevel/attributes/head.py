@@ -1,0 +1,133 @@
+"""The CAT attribute head: for every position t and every vocabulary item v, the attribute if v came next.
+
+CAT (Stutz et al. 2026, notes §1.2) splits a causal LM's final hidden state ``h_t`` into the usual token head and
+an "attribute block + attribute head" whose output is indexed by the candidate next token. A Director-style
+``Linear(d, V·K)`` would cost ``d·V·K`` parameters (3·10⁹ for d=4096, V=150k, K=5), so the output here is
+**factorised** (notes §1.2 [I]: ``attr[t, v, k] = <g(h_t), W[v, k]> + b[v, k]`` with ``W`` low-rank):
+
+    z_t            = block(h_t)                       # attribute block: LayerNorm -> Linear -> GELU -> Linear, (B, T, m)
+    q_t[k]         = Q_k z_t                          # one rank-r query per output channel, (B, T, n_out, r)
+    c_t[k]         = C_k z_t                          # candidate-independent part (the prefix's own value)
+    attr[t, v, k]  = q_t[k] · E[v] + b[v, k] + c_t[k] # E: (V, r) token keys, b: (V, n_out) token biases
+
+Parameters: ``V·(r + n_out)`` for the vocabulary-indexed part plus ``d·m + m² + m·n_out·(r + 1)`` for the block,
+e.g. 5.6 M for V=150k, r=32, K=5 (the LM head itself is ``d·V`` = 614 M at d=4096). The outputs per (t, v) are
+``n_out`` channels: 1 logit for ``binary``, ``K`` logits for ``categorical``, and ``(mean, log variance)`` for
+``numeric`` (a Gaussian). Training needs the head only at the realised next token (:meth:`AttributeHead.gathered`,
+``O(B·T·n_out·r)``); inference over all candidates (:meth:`AttributeHead.all_candidates`) is one
+``(B·T, r) x (r, V)`` matmul per channel.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+KINDS = ("binary", "categorical", "numeric")
+
+
+@dataclass
+class AttributeHeadConfig:
+    """Shape of an :class:`AttributeHead`; saved as ``attribute_head_config.json`` beside the base model.
+
+    Args:
+        kind: ``"binary"``, ``"categorical"`` or ``"numeric"`` (Gaussian mean and variance).
+        vocab_size: the base model's output vocabulary V (checked on load).
+        hidden_size: the trunk's hidden size d.
+        num_classes: K for ``categorical`` (>= 2); 2 for ``binary`` (classes 0/1); ignored for ``numeric``.
+        rank: r, width of the token keys ``E (V, r)``.
+        block_size: m, width of the attribute block; default ``hidden_size``.
+    """
+
+    kind: str = "binary"
+    vocab_size: int = 0
+    hidden_size: int = 0
+    num_classes: int = 2
+    rank: int = 32
+    block_size: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "binary":
+            self.num_classes = 2
+        if self.kind == "categorical" and self.num_classes < 2:
+            raise ValueError(f"a categorical head needs num_classes >= 2, got {self.num_classes}; "
+                             "use kind='binary' for a yes/no attribute")
+        if self.vocab_size < 1 or self.hidden_size < 1:
+            raise ValueError(f"vocab_size and hidden_size must be >= 1, got {self.vocab_size}, {self.hidden_size}; "
+                             "build the config from the base model (AttributeModel.for_base does this)")
+        if self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if self.block_size is None:
+            self.block_size = self.hidden_size
+
+    @property
+    def num_outputs(self) -> int:
+        """Channels per (position, candidate): 1 (binary), K (categorical), 2 (numeric mean, log variance)."""
+        return {"binary": 1, "categorical": self.num_classes, "numeric": 2}[self.kind]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AttributeHeadConfig:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+class AttributeHead(nn.Module):
+    """Vocabulary-indexed attribute head over a trunk hidden state (see the module docstring for the formula)."""
+
+    def __init__(self, config: AttributeHeadConfig):
+        super().__init__()
+        self.config = config
+        d, m, r, n = config.hidden_size, config.block_size, config.rank, config.num_outputs
+        self.block = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, m), nn.GELU(), nn.Linear(m, m))
+        self.query = nn.Linear(m, n * r)  # Q_k stacked
+        self.prefix = nn.Linear(m, n)  # C_k stacked
+        self.token_keys = nn.Parameter(torch.randn(config.vocab_size, r) * r**-0.5)  # E (V, r)
+        self.token_bias = nn.Parameter(torch.zeros(config.vocab_size, n))  # b (V, n_out)
+        nn.init.normal_(self.query.weight, std=0.02)
+        nn.init.zeros_(self.query.bias)
+        nn.init.zeros_(self.prefix.weight)
+        nn.init.zeros_(self.prefix.bias)
+
+    def features(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``hidden (..., d)`` -> queries ``(..., n_out, r)`` and candidate-independent part ``(..., n_out)``."""
+        z = self.block(hidden.to(self.token_keys.dtype))  # (..., m)
+        q = self.query(z).unflatten(-1, (self.config.num_outputs, self.config.rank))
+        return q, self.prefix(z)
+
+    def gathered(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Head outputs at one candidate per position, never touching the other V-1.
+
+        Args:
+            hidden: ``(..., d)`` trunk states.
+            tokens: ``(...)`` candidate ids (e.g. the realised next tokens); must be in ``[0, V)``.
+
+        Returns:
+            ``(..., n_out)`` raw outputs (logits, or mean and log variance).
+        """
+        q, c = self.features(hidden)
+        keys = self.token_keys[tokens]  # (..., r)
+        return (q * keys.unsqueeze(-2)).sum(-1) + self.token_bias[tokens] + c
+
+    def all_candidates(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Head outputs for every candidate: ``hidden (..., d)`` -> ``(..., V, n_out)`` (inference only)."""
+        q, c = self.features(hidden)
+        out = torch.einsum("...kr,vr->...vk", q, self.token_keys)  # (..., V, n_out)
+        return out + self.token_bias + c.unsqueeze(-2)
+
+
+def to_distribution(raw: torch.Tensor, kind: str) -> torch.Tensor:
+    """Raw head outputs ``(..., n_out)`` -> class probabilities ``(..., K)``, or ``(mean, variance)`` if numeric."""
+    raw = raw.float()
+    if kind == "binary":
+        p1 = torch.sigmoid(raw[..., 0])
+        return torch.stack([1 - p1, p1], dim=-1)
+    if kind == "categorical":
+        return raw.softmax(-1)
+    return torch.stack([raw[..., 0], raw[..., 1].exp()], dim=-1)

@@ -1,0 +1,206 @@
+"""``AttributeConfig`` / ``AttributeTrainer``: CAT training (notes §1.3) on any causal LM.
+
+``L = CE + λ · L_attr + μ · L_consistency`` with the losses of :mod:`seqlevel.losses.attribute`. Three regimes:
+
+* joint training from scratch: pass a randomly initialised base (e.g. ``seqlevel.presets.tiny_model``);
+* fine-tuning: pass a pretrained base (optionally with ``peft_config``); both are ``regime="joint"``;
+* head only (``regime="head_only"``): the base is frozen and run without gradients; the loss is ``L_attr``
+  (+ consistency) alone.
+
+The dataset needs ``input_ids`` (or a text column) and one attribute label per sequence (``attribute_field``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from seqlevel.attributes.estimate import expected_attribute
+from seqlevel.attributes.head import KINDS
+from seqlevel.attributes.model import AttributeModel
+from seqlevel.losses.attribute import attribute_loss, check_attribute_labels, consistency_loss
+from seqlevel.losses.token_weighted import mle_loss
+from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
+
+REGIMES = ("joint", "head_only")
+
+
+@dataclass
+class AttributeConfig(TrainingArguments):
+    """Training arguments for :class:`AttributeTrainer`; every ``TrainingArguments`` field works as usual.
+
+    Args:
+        attribute_kind: ``"binary"``, ``"categorical"`` or ``"numeric"`` (used when a fresh head is built).
+        num_classes: K for a categorical head.
+        attribute_lambda: λ ≥ 0 in ``CE + λ·L_attr``; 0.15 was the CAT paper's best for Amazon reviews.
+        consistency_weight: μ ≥ 0 for the NADO-style one-step consistency term (0 = off, as in CAT).
+        consistency_chunk: positions per chunk when the consistency target (all V candidates) is computed;
+            bounds its memory at ``chunk·V·K``.
+        regime: ``"joint"`` (from scratch or fine-tuning) or ``"head_only"`` (frozen base).
+        head_rank: r of the factorised head. head_block_size: width of the attribute block (default d).
+        attribute_field: dataset column with one label per sequence.
+        max_length / dataset_text_field / append_eos: as in ``MixCEConfig``.
+    """
+
+    attribute_kind: str = field(default="binary", metadata={"help": "binary | categorical | numeric"})
+    num_classes: int = field(default=2, metadata={"help": "K for a categorical head"})
+    attribute_lambda: float = field(default=0.15, metadata={"help": "λ in CE + λ·L_attr (>= 0)"})
+    consistency_weight: float = field(default=0.0, metadata={"help": "weight of the NADO consistency term"})
+    consistency_chunk: int = field(default=256, metadata={"help": "positions per chunk for the consistency target"})
+    regime: str = field(default="joint", metadata={"help": "joint | head_only"})
+    head_rank: int = field(default=32, metadata={"help": "rank r of the factorised head"})
+    head_block_size: int | None = field(default=None, metadata={"help": "attribute block width (default d)"})
+    attribute_field: str = field(default="attribute", metadata={"help": "column with the sequence label"})
+    max_length: int = field(default=512, metadata={"help": "max tokens per example, <eos> included"})
+    dataset_text_field: str = field(default="text", metadata={"help": "text column of the dataset"})
+    append_eos: bool = field(default=True, metadata={"help": "append <eos> to every example"})
+
+    def __post_init__(self):
+        if self.attribute_kind not in KINDS:
+            raise ValueError(f"attribute_kind must be one of {KINDS}, got {self.attribute_kind!r}")
+        if self.attribute_lambda < 0:
+            raise ValueError(f"attribute_lambda must be >= 0, got {self.attribute_lambda}; 0 trains the LM only, "
+                             "the CAT paper used 0.15")
+        if self.consistency_weight < 0:
+            raise ValueError(f"consistency_weight must be >= 0, got {self.consistency_weight}; 0 turns it off")
+        if self.regime not in REGIMES:
+            raise ValueError(f"regime must be one of {REGIMES}, got {self.regime!r}; fine-tuning and training "
+                             "from scratch are both 'joint' (pass a pretrained or a fresh base)")
+        if self.consistency_chunk < 1:
+            raise ValueError(f"consistency_chunk must be >= 1, got {self.consistency_chunk}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (one token plus <eos>), got {self.max_length}")
+        self.remove_unused_columns = False  # the attribute column must reach the collator
+        super().__post_init__()
+
+
+@dataclass
+class AttributeCollator:
+    """Pads like :class:`CausalLMCollator` and adds ``attribute_labels (B,)`` (long, or float for numeric)."""
+
+    pad_token_id: int
+    kind: str
+    num_classes: int = 2
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = CausalLMCollator(self.pad_token_id)([{"input_ids": f["input_ids"]} for f in features])
+        vals = [f["attribute"] for f in features]
+        if self.kind == "numeric":
+            y = torch.tensor(vals, dtype=torch.float32)
+        else:
+            y = torch.tensor(vals)
+            check_attribute_labels(y, self.kind, self.num_classes)
+        batch["attribute_labels"] = y
+        return batch
+
+
+def _prepare(dataset, tokenizer, args: AttributeConfig):
+    if dataset is None:
+        return None
+    if args.attribute_field not in dataset.column_names:
+        raise ValueError(f"the dataset has columns {dataset.column_names} but no attribute column "
+                         f"{args.attribute_field!r}; add one label per sequence or set attribute_field")
+    labels = list(dataset[args.attribute_field])
+    y = torch.tensor(labels, dtype=torch.float32 if args.attribute_kind == "numeric" else None)
+    if args.attribute_kind != "numeric":
+        check_attribute_labels(y, args.attribute_kind, args.num_classes)
+    else:
+        check_attribute_labels(y, "numeric")
+    ds = tokenize_dataset(dataset.remove_columns([args.attribute_field]), tokenizer,
+                          text_field=args.dataset_text_field, max_length=args.max_length, append_eos=args.append_eos)
+    return ds.add_column("attribute", labels)
+
+
+class AttributeTrainer(Trainer):
+    """``transformers.Trainer`` for CAT: overrides ``compute_loss`` (and saving, to write the head beside the base).
+
+    Args:
+        model: an :class:`AttributeModel`, or a causal LM (a fresh head of ``args.attribute_kind`` is attached).
+        args: an :class:`AttributeConfig`.
+        train_dataset / eval_dataset: ``datasets.Dataset`` with ``input_ids`` or text, plus the attribute column.
+        processing_class: the tokenizer (needed for text columns and padding).
+        peft_config: optional ``peft.PeftConfig`` applied to the base (joint regime).
+    """
+
+    def __init__(self, model, args: AttributeConfig | None = None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, data_collator=None, peft_config=None, **kwargs):
+        args = args if args is not None else AttributeConfig(output_dir="cat_output")
+        if not isinstance(args, AttributeConfig):
+            raise ValueError(f"args must be an AttributeConfig, got {type(args).__name__}; build it with "
+                             "AttributeConfig(output_dir=..., attribute_kind=..., attribute_lambda=...)")
+        if not isinstance(model, AttributeModel):
+            if peft_config is not None:
+                from peft import get_peft_model
+
+                model = get_peft_model(model, peft_config)
+            model = AttributeModel.for_base(model, args.attribute_kind, args.num_classes, args.head_rank,
+                                            args.head_block_size)
+        elif peft_config is not None:
+            raise ValueError("peft_config was given with an AttributeModel; apply PEFT to the base before joining "
+                             "it with the head, or pass the bare causal LM")
+        if model.kind != args.attribute_kind or (model.kind == "categorical"
+                                                 and model.head.config.num_classes != args.num_classes):
+            raise ValueError(f"the model's head is {model.kind} (K={model.head.config.num_classes}) but args ask for "
+                             f"{args.attribute_kind} (K={args.num_classes}); make them agree")
+        if args.regime == "head_only":
+            for p in model.base.parameters():
+                p.requires_grad_(False)
+        train_dataset = _prepare(train_dataset, processing_class, args)
+        eval_dataset = _prepare(eval_dataset, processing_class, args)
+        if data_collator is None:
+            pad = getattr(processing_class, "pad_token_id", None)
+            if pad is None:
+                pad = getattr(processing_class, "eos_token_id", None) or 0  # pads are masked out
+            data_collator = AttributeCollator(pad, args.attribute_kind, args.num_classes)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processing_class, data_collator=data_collator, **kwargs)
+
+    def cat_losses(self, model: AttributeModel, inputs: dict, num_items_in_batch=None) -> dict[str, torch.Tensor]:
+        """``{"lm", "attribute", "consistency"}`` for one batch (each normalised by ``num_items_in_batch``)."""
+        a = self.args
+        labels = inputs["labels"]
+        nxt = labels[:, 1:]  # (B, T-1): x_{t+1}
+        mask = nxt != -100
+        head_only = a.regime == "head_only"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not head_only):
+            out = model.base(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                             output_hidden_states=True, use_cache=False)
+        hidden = out.hidden_states[-1]  # (B, T, d)
+        attr = model.head.gathered(hidden[:, :-1], nxt.clamp(min=0))  # (B, T-1, n_out): no (B, T, V, K) here
+        kw = dict(num_items_in_batch=num_items_in_batch)
+        y = inputs["attribute_labels"]
+        losses = {"attribute": attribute_loss(attr, y, mask, a.attribute_kind, a.num_classes, **kw)}
+        losses["lm"] = (torch.zeros((), device=hidden.device) if head_only
+                        else mle_loss(out.logits[:, :-1], nxt, **kw))
+        if a.consistency_weight > 0:
+            target = expected_attribute(model.head, hidden[:, 1:-1], out.logits[:, 1:-1], a.attribute_kind,
+                                        a.consistency_chunk)  # (B, T-2, K): Σ_v p(v|x≤t+1) P(·|x≤t+1, v)
+            both = mask[:, :-1] & mask[:, 1:]
+            losses["consistency"] = consistency_loss(attr[:, :-1], target, both, a.attribute_kind, **kw)
+        return losses
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        unwrapped = self.accelerator.unwrap_model(model)
+        losses = self.cat_losses(unwrapped, inputs, num_items_in_batch)
+        a = self.args
+        lam = 1.0 if a.regime == "head_only" else a.attribute_lambda
+        loss = losses["lm"] + lam * losses["attribute"]
+        if "consistency" in losses:
+            loss = loss + a.consistency_weight * losses["consistency"]
+        if a.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # num_items_in_batch was summed over ranks
+        return (loss, losses) if return_outputs else loss
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+

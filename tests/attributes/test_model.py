@@ -1,0 +1,76 @@
+"""AttributeModel: shapes, gathered == all-candidates, save/load round trip (plain and PEFT), vocabulary checks."""
+
+import pytest
+import torch
+
+from seqlevel.attributes import AttributeHead, AttributeHeadConfig, AttributeModel
+
+
+@pytest.mark.parametrize("kind,K,n_out", [("binary", 2, 1), ("categorical", 5, 5), ("numeric", 2, 2)])
+def test_gathered_equals_all_candidates(make_model, kind, K, n_out):
+    m = AttributeModel.for_base(make_model("tiny-llama", vocab_size=40), kind, K, rank=6).eval()
+    x = torch.randint(0, 40, (2, 9))
+    with torch.no_grad():
+        g = m(x, next_tokens=x[:, 1:]).attribute  # (B, T-1, n_out)
+        a = m(x, all_candidates=True).attribute  # (B, T, V, n_out)
+    assert g.shape == (2, 8, n_out) and a.shape == (2, 9, 40, n_out)
+    ref = a[:, :-1].gather(2, x[:, 1:, None, None].expand(-1, -1, 1, n_out)).squeeze(2)
+    torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_head_parameter_count_is_reasonable_for_large_vocab():
+    # factorised: V·(r + n_out) + block; a Linear(d, V·K) would be d·V·K
+    cfg = AttributeHeadConfig("categorical", vocab_size=150_000, hidden_size=4096, num_classes=5, rank=32,
+                              block_size=512)
+    n = sum(p.numel() for p in AttributeHead(cfg).parameters())
+    assert n < 10_000_000, n  # vs 3.07e9 for the dense form
+
+
+def test_save_load_round_trip(tmp_path, make_model):
+    m = AttributeModel.for_base(make_model("tiny-gpt2", vocab_size=48), "categorical", 3, rank=4).eval()
+    with torch.no_grad():
+        m.head.token_bias.normal_()
+    m.save_pretrained(str(tmp_path))
+    assert (tmp_path / "attribute_head.safetensors").is_file() and (tmp_path / "attribute_head_config.json").is_file()
+    m2 = AttributeModel.from_pretrained(str(tmp_path)).eval()
+    x = torch.randint(0, 48, (2, 6))
+    with torch.no_grad():
+        a, b = m(x, all_candidates=True), m2(x, all_candidates=True)
+    torch.testing.assert_close(a.attribute, b.attribute)
+    torch.testing.assert_close(a.logits, b.logits)
+    assert m2.kind == "categorical" and m2.head.config.num_classes == 3
+
+
+def test_save_load_with_peft_adapter(tmp_path, make_model):
+    from peft import LoraConfig, get_peft_model
+
+    base = make_model("tiny-llama", vocab_size=48)
+    peft = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], lora_alpha=4))
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p)  # make the adapter matter
+    m = AttributeModel.for_base(peft, "binary").eval()
+    m.save_pretrained(str(tmp_path))
+    assert (tmp_path / "adapter_config.json").is_file()
+    m2 = AttributeModel.from_pretrained(str(tmp_path), base_model=make_model("tiny-llama", vocab_size=48)).eval()
+    x = torch.randint(0, 48, (1, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, all_candidates=True).attribute, m2(x, all_candidates=True).attribute)
+        torch.testing.assert_close(m(x).logits, m2(x).logits)
+
+
+def test_vocabulary_mismatch_is_refused(tmp_path, make_model):
+    head = AttributeHead(AttributeHeadConfig("binary", vocab_size=30, hidden_size=32))
+    with pytest.raises(ValueError, match="does not match the base model"):
+        AttributeModel(make_model("tiny-gpt2", vocab_size=48), head)
+    m = AttributeModel.for_base(make_model("tiny-gpt2", vocab_size=48), "binary")
+    m.save_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="vocabulary 48 but the base model has 50"):
+        AttributeModel.from_pretrained(str(tmp_path), base_model=make_model("tiny-gpt2", vocab_size=50))
+
+
+def test_head_config_errors():
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        AttributeHeadConfig("categorical", 10, 8, num_classes=1)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        AttributeHeadConfig("ordinal", 10, 8)
