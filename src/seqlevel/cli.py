@@ -49,6 +49,14 @@ def _add_bench(sub) -> None:
         bsub.add_parser(name, help=help_text, description=help_text)
 
 
+def _add_generate(sub) -> None:
+    from seqlevel.decoding.cli import add_arguments  # argparse only; torch is imported when it runs
+
+    p = sub.add_parser("generate", help="decode prompts, with <bksp> when the model has it",
+                       description="Generate from a causal LM with the backtracking decoder (seqlevel.decoding).")
+    add_arguments(p)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the project's main job: each method on a task with known answers")
     p.add_argument("--quick", action="store_true", help="the small configuration the tests run (< 2 min)")
@@ -61,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
     _add_bench(sub)
+    _add_generate(sub)
     _add_demo(sub)
     return parser
 
@@ -88,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             from seqlevel.trainers.recipes import train_from_cli
 
             return train_from_cli(args)
+        if args.command == "generate":
+            from seqlevel.decoding.cli import cli_generate
+
+            return cli_generate(args)
         if args.command == "demo":
             from seqlevel.demo import run_demo
 

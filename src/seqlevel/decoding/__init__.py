@@ -1,17 +1,37 @@
-"""Decoding: one generation loop with ``<bksp>`` and a steer hook, sampling rules, and the CLI entry point."""
+"""Decoding: one generation loop with ``<bksp>`` and a steer hook, sampling rules, and the CLI entry point.
 
-from seqlevel.decoding.generate import GenerateOutput, generate
-from seqlevel.decoding.sampling import check_sampling_options, choose_actions, filter_scores
-from seqlevel.decoding.steer import BiasAction, Steer, StepContext, force_action
+* :func:`generate` (``decoder.py``): batched, exact backtracking decoder on the KV cache.
+* ``steer.py``: the hook protocol (:class:`StepContext`, :class:`Steer`) and small rules (:func:`force_action`,
+  :class:`BiasAction`).
+* ``sampling.py``: temperature, top-k, top-p and the draw.
+* ``cli.py``: ``seqlevel generate``.
 
-__all__ = [
-    "BiasAction",
-    "GenerateOutput",
-    "Steer",
-    "StepContext",
-    "check_sampling_options",
-    "choose_actions",
-    "filter_scores",
-    "force_action",
-    "generate",
-]
+Names are imported lazily so that building the ``seqlevel`` parser does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "generate": "decoder",
+    "GenerateOutput": "decoder",
+    "check_sampling_options": "sampling",
+    "choose_actions": "sampling",
+    "filter_scores": "sampling",
+    "BiasAction": "steer",
+    "Steer": "steer",
+    "StepContext": "steer",
+    "force_action": "steer",
+    "cli_generate": "cli",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"seqlevel.decoding.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'seqlevel.decoding' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)
