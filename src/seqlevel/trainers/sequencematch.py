@@ -1,0 +1,448 @@
+"""``SequenceMatchConfig`` / ``SequenceMatchTrainer``: Algorithm 1 of SequenceMatch (Cundy & Ermon, ICLR 2024, §5).
+
+1. Add noise to the data sequences (§4.2) once, and encode them for one masked forward pass (§4.3, "Algorithm A").
+2. Keep a replay buffer of the model's own rollouts, produced by the backtracking decoder (§4.4).
+3. Train ``bc_warmup_steps`` optimizer steps on behaviour cloning (MLE over the augmented actions) alone.
+4. Then every ``sample_every`` optimizer steps refresh the buffer (generation once per refresh, KV cache on,
+   gradient checkpointing off), and train on ``(1 − w)·BC + w·SM`` where each micro-batch holds data rows and
+   ``replay_batch_size`` buffer rows, all in one forward pass.
+
+The refresh happens in :meth:`SequenceMatchTrainer.get_batch_samples`, which the Trainer calls once per optimizer
+step, so gradient accumulation never triggers more generation. Every random choice the trainer makes (noise,
+rollout prompts, rollout sampling, replay draws) is seeded from ``(seed, step)`` rather than carried in a stream,
+and the buffer is written beside each checkpoint, so a resumed run continues exactly as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from seqlevel.backspace import add_backspace_token, augment_with_noise, collate, encode, model_inputs
+from seqlevel.decoding import generate
+from seqlevel.losses import bc_loss, sequencematch_loss
+from seqlevel.losses.sequencematch import DIVERGENCES, EOS_MODES
+from seqlevel.trainers.replay import ReplayBuffer, Rollout
+
+NOISE_TYPES = ("random", "task")
+NOISE_ENCODINGS = ("environment", "action")
+
+
+@dataclass
+class SequenceMatchConfig(TrainingArguments):
+    """Training arguments for :class:`SequenceMatchTrainer`; every ``TrainingArguments`` field works as usual.
+
+    Args:
+        divergence: occupancy divergence, one of ``chi2_mix`` (default, the paper's), ``chi2``, ``kl``,
+            ``reverse_kl``, ``js``, ``hellinger``, ``tv``.
+        gamma: discount γ ∈ (0, 1) of the occupancy measure; the paper used 0.998. On short sequences most of the
+            occupancy then sits in the absorbing tail after ``<eos>``; a smaller γ weights the actions more.
+        eos_handling: ``"absorbing"`` (closed-form tail after ``<eos>``, §3.5 option A) or ``"done"`` (IQ-Learn
+            done-masking, V(terminal) = 0).
+        model_reg: weight of the model-side ``r²`` term of ``chi2_mix`` (¼ gives the χ²-mixture exactly).
+        model_mix: weight of model rows in the value term's mixture occupancy (½: IQ-Learn's 50/50 batches).
+        bc_warmup_steps: optimizer steps of behaviour cloning alone before SequenceMatch starts (Algorithm 1).
+        sm_weight: the convex weight ``w`` of the SequenceMatch loss after warm-up: ``(1 − w)·BC + w·SM``;
+            0 is pure BC (the "bc" baseline), 1 is SequenceMatch alone.
+        sm_weight_ramp_steps: after warm-up, ``w`` rises linearly from 0 to ``sm_weight`` over this many steps.
+        p_noise: probability of a noise insertion before each data action (§4.2); 0 gives clean data.
+        noise_type: ``"random"`` (uniform over non-special tokens) or ``"task"`` (the callable passed as
+            ``SequenceMatchTrainer(noise_fn=...)``, e.g. :func:`seqlevel.tasks.arithmetic.task_noise`).
+        noise_max_run: longest run of noise tokens per insertion (each run is followed by as many ``<bksp>``).
+        noise_encoding: ``"environment"`` (§4.2 option A: noise is never a target) or ``"action"`` (option B).
+        use_backspace: add ``<bksp>`` to the action space. False with ``p_noise=0`` and ``sm_weight=0`` is MLE.
+        replay_buffer_size: the most model rollouts kept (FIFO); at least ``replay_batch_size``.
+        replay_batch_size: model rows per micro-batch during SequenceMatch; default ``per_device_train_batch_size``.
+        sample_every: optimizer steps between buffer refreshes (``k_sample``); >= 1.
+        rollouts_per_refresh: rollouts generated at each refresh.
+        rollout_temperature: sampling temperature of the rollouts (1.0: the model's own policy).
+        max_new_actions: cap on actions per rollout (tokens, ``<eos>`` and ``<bksp>`` all count).
+        max_length: data sequences (prompt + completion) are truncated to this many tokens before noise.
+        dataset_text_field: text column used when the dataset has neither ``prompt_ids``/``completion_ids`` nor
+            ``prompt``/``completion``.
+        append_eos: append ``<eos>`` to completions that do not end with it.
+        model_init_kwargs: kwargs for ``AutoModelForCausalLM.from_pretrained`` when ``model`` is a string.
+    """
+
+    divergence: str = field(default="chi2_mix", metadata={"help": f"one of {DIVERGENCES}"})
+    gamma: float = field(default=0.998, metadata={"help": "discount in (0, 1); the paper used 0.998"})
+    eos_handling: str = field(default="absorbing", metadata={"help": "absorbing | done"})
+    model_reg: float = field(default=0.25, metadata={"help": "weight of the model-side r² term (chi2_mix)"})
+    model_mix: float = field(default=0.5, metadata={"help": "weight of model rows in the value term"})
+    bc_warmup_steps: int = field(default=100, metadata={"help": "behaviour-cloning steps before SequenceMatch"})
+    sm_weight: float = field(default=0.5, metadata={"help": "convex weight w of SM: (1-w) BC + w SM"})
+    sm_weight_ramp_steps: int = field(default=0, metadata={"help": "linear ramp of w after warm-up (steps)"})
+    p_noise: float = field(default=0.1, metadata={"help": "noise insertion probability per data action"})
+    noise_type: str = field(default="random", metadata={"help": "random | task (noise_fn given to the trainer)"})
+    noise_max_run: int = field(default=1, metadata={"help": "longest noise run per insertion"})
+    noise_encoding: str = field(default="environment", metadata={"help": "environment | action (§4.2 A/B)"})
+    use_backspace: bool = field(default=True, metadata={"help": "add <bksp> to the action space"})
+    replay_buffer_size: int = field(default=256, metadata={"help": "most model rollouts kept (FIFO)"})
+    replay_batch_size: int | None = field(default=None, metadata={"help": "model rows per micro-batch"})
+    sample_every: int = field(default=4, metadata={"help": "optimizer steps between buffer refreshes"})
+    rollouts_per_refresh: int = field(default=32, metadata={"help": "rollouts generated per refresh"})
+    rollout_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of rollouts"})
+    max_new_actions: int = field(default=64, metadata={"help": "cap on actions per rollout"})
+    max_length: int = field(default=512, metadata={"help": "max data tokens (prompt + completion)"})
+    dataset_text_field: str = field(default="text", metadata={"help": "text column of the dataset"})
+    append_eos: bool = field(default=True, metadata={"help": "append <eos> to completions"})
+    model_init_kwargs: dict | None = field(default=None, metadata={"help": "kwargs for from_pretrained"})
+
+    def __post_init__(self):
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}; "
+                             "'chi2_mix' is the paper's recommended choice")
+        if not 0.0 < self.gamma < 1.0:
+            raise ValueError(f"gamma must be in (0, 1), got {self.gamma}; the paper used 0.998")
+        if self.eos_handling not in EOS_MODES:
+            raise ValueError(f"eos_handling must be one of {EOS_MODES}, got {self.eos_handling!r}")
+        if self.model_reg < 0 or not 0.0 <= self.model_mix <= 1.0:
+            raise ValueError(f"need model_reg >= 0 and model_mix in [0, 1], got {self.model_reg}, {self.model_mix}")
+        if self.bc_warmup_steps < 0:
+            raise ValueError(f"bc_warmup_steps must be >= 0, got {self.bc_warmup_steps}")
+        if not 0.0 <= self.sm_weight <= 1.0:
+            raise ValueError(f"sm_weight must be in [0, 1], got {self.sm_weight}; it is the convex weight of SM "
+                             "against BC (0 = BC only, 1 = SM only)")
+        if self.sm_weight_ramp_steps < 0:
+            raise ValueError(f"sm_weight_ramp_steps must be >= 0, got {self.sm_weight_ramp_steps}")
+        if not 0.0 <= self.p_noise <= 1.0:
+            raise ValueError(f"p_noise must be in [0, 1], got {self.p_noise}; 0 trains on the clean data")
+        if self.noise_type not in NOISE_TYPES:
+            raise ValueError(f"noise_type must be one of {NOISE_TYPES}, got {self.noise_type!r}; for 'task' pass "
+                             "SequenceMatchTrainer(noise_fn=...)")
+        if self.noise_max_run < 1:
+            raise ValueError(f"noise_max_run must be >= 1, got {self.noise_max_run}")
+        if self.noise_encoding not in NOISE_ENCODINGS:
+            raise ValueError(f"noise_encoding must be one of {NOISE_ENCODINGS}, got {self.noise_encoding!r}")
+        if not self.use_backspace and self.p_noise > 0:
+            raise ValueError(f"p_noise={self.p_noise} needs use_backspace=True: noise is only undone by <bksp>; "
+                             "set p_noise=0 for MLE without backspace")
+        if self.sample_every <= 0:
+            raise ValueError(f"sample_every must be >= 1 (optimizer steps between rollout refreshes), "
+                             f"got {self.sample_every}")
+        if self.rollouts_per_refresh < 1:
+            raise ValueError(f"rollouts_per_refresh must be >= 1, got {self.rollouts_per_refresh}")
+        if self.replay_batch_size is None:
+            self.replay_batch_size = self.per_device_train_batch_size
+        if self.replay_batch_size < 1:
+            raise ValueError(f"replay_batch_size must be >= 1, got {self.replay_batch_size}")
+        if self.replay_buffer_size < self.replay_batch_size:
+            raise ValueError(f"replay_buffer_size={self.replay_buffer_size} is smaller than one batch of model "
+                             f"rows (replay_batch_size={self.replay_batch_size}); raise replay_buffer_size to at "
+                             f"least {self.replay_batch_size}")
+        if not self.rollout_temperature > 0:
+            raise ValueError(f"rollout_temperature must be > 0, got {self.rollout_temperature}")
+        if self.max_new_actions < 1:
+            raise ValueError(f"max_new_actions must be >= 1, got {self.max_new_actions}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if self.output_dir is not None and os.path.isfile(self.output_dir):
+            raise ValueError(f"output_dir {self.output_dir!r} is a file; pass a directory path")
+        self.remove_unused_columns = False  # the trainer builds its own index dataset
+        super().__post_init__()
+
+
+def _examples(dataset, tokenizer, args: SequenceMatchConfig) -> list[tuple[list[int], list[int]]]:
+    """``(prompt_ids, completion_ids)`` per example from token-id, prompt/completion or text columns."""
+    if dataset is None or len(dataset) == 0:
+        raise ValueError("train_dataset is empty; pass a datasets.Dataset with 'prompt_ids'/'completion_ids', "
+                         f"'prompt'/'completion' or '{args.dataset_text_field}' columns")
+    cols = dataset.column_names
+    eos = getattr(tokenizer, "eos_token_id", None)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if "prompt_ids" in cols and "completion_ids" in cols:
+        pairs = [(list(map(int, p)), list(map(int, c))) for p, c in zip(dataset["prompt_ids"], dataset["completion_ids"])]
+    elif "prompt" in cols and "completion" in cols:
+        enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        pairs = [(([bos] if bos is not None else []) + enc(p), enc(c)) for p, c in zip(dataset["prompt"], dataset["completion"])]
+    elif args.dataset_text_field in cols:
+        if bos is None:
+            raise ValueError("text datasets need a tokenizer with a bos_token (the empty prompt's state)")
+        pairs = [([bos], tokenizer(t, add_special_tokens=False)["input_ids"]) for t in dataset[args.dataset_text_field]]
+    else:
+        raise ValueError(f"the dataset has columns {cols}; it needs 'prompt_ids' + 'completion_ids', 'prompt' + "
+                         f"'completion', or '{args.dataset_text_field}'")
+    out = []
+    for p, c in pairs:
+        if not p:
+            raise ValueError("an example has an empty prompt; the first state needs a token such as <bos>")
+        c = c[: max(0, args.max_length - len(p) - 1)]
+        if args.append_eos and eos is not None and (not c or c[-1] != eos):
+            c = c + [eos]
+        out.append((p, c))
+    if not any(c for _, c in out):
+        raise ValueError("no example has any target token (every completion is empty); SequenceMatch needs actions "
+                         "to imitate: check the completion column or the tokenizer")
+    return out
+
+
+class _IndexCollator:
+    """Batches of dataset indices; the trainer turns them into encoded trajectories (see ``get_batch_samples``)."""
+
+    def __call__(self, features):
+        return {"sm_index": torch.tensor([int(f["sm_index"]) for f in features], dtype=torch.long)}
+
+
+class BanTokens:
+    """Steer for :func:`seqlevel.decoding.generate`: ids that are not actions (pad, bos, unk) are never sampled."""
+
+    needs_hidden_states = False
+
+    def __init__(self, ids):
+        self.ids = sorted({int(i) for i in ids if i is not None})
+
+    def __call__(self, scores: torch.Tensor, ctx) -> torch.Tensor:
+        if not self.ids:
+            return scores
+        scores = scores.clone()
+        scores[:, self.ids] = float("-inf")
+        return scores
+
+
+def _context_length(model) -> int | None:
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
+class SequenceMatchTrainer(Trainer):
+    """``transformers.Trainer`` running SequenceMatch's Algorithm 1 (see the module docstring).
+
+    Args:
+        model: a ``PreTrainedModel`` or a model name/path for ``AutoModelForCausalLM.from_pretrained``.
+        args: a :class:`SequenceMatchConfig`.
+        train_dataset: ``datasets.Dataset`` with ``prompt_ids``/``completion_ids`` (token ids), ``prompt``/
+            ``completion`` (text) or a text column; the prompts also seed the rollouts.
+        processing_class: the tokenizer; ``<bksp>`` is added to it (and a row to the model) when missing.
+        noise_fn: ``noise(prefix, target, rng) -> token id`` for ``noise_type="task"``.
+        **kwargs: passed to ``transformers.Trainer`` (callbacks, optimizers, eval_dataset, ...).
+
+    Raises:
+        ValueError: a context shorter than prompt + ``max_new_actions``, data with no targets, a missing
+            ``noise_fn``, and the config errors of :class:`SequenceMatchConfig`.
+    """
+
+    _name = "SequenceMatch"
+    _paper = "SequenceMatch: Imitation Learning for Autoregressive Sequence Modelling with Backtracking (ICLR 2024)"
+    loss_is_scaled_for_ga = True  # compute_loss divides by the whole optimizer step's counts
+
+    def __init__(self, model, args: SequenceMatchConfig | None = None, train_dataset=None, processing_class=None,
+                 noise_fn=None, **kwargs):
+        args = args if args is not None else SequenceMatchConfig(output_dir="sequencematch_output")
+        if not isinstance(args, SequenceMatchConfig):
+            raise ValueError(f"args must be a SequenceMatchConfig, got {type(args).__name__}; build it with "
+                             "SequenceMatchConfig(output_dir=..., p_noise=..., bc_warmup_steps=...)")
+        if isinstance(model, str):
+            if processing_class is None:
+                processing_class = AutoTokenizer.from_pretrained(model)
+            model = AutoModelForCausalLM.from_pretrained(model, **(args.model_init_kwargs or {}))
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required: it gets the <bksp> token")
+        if args.noise_type == "task" and noise_fn is None and args.p_noise > 0:
+            raise ValueError("noise_type='task' needs SequenceMatchTrainer(noise_fn=noise) with "
+                             "noise(prefix, target, rng) -> token id, e.g. seqlevel.tasks.arithmetic.task_noise(tok)")
+        tok = processing_class
+        self.backspace_id = add_backspace_token(model, tok) if args.use_backspace else -1
+        self.eos_id = int(tok.eos_token_id) if tok.eos_token_id is not None else None
+        pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+        self.pad_id = int(pad if pad is not None else 0)
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.context_length = _context_length(model)
+        self.ban = BanTokens([tok.pad_token_id, tok.bos_token_id, tok.unk_token_id])
+
+        examples = _examples(train_dataset, tok, args)
+        longest_prompt = max(len(p) for p, _ in examples)
+        if self.context_length is not None and longest_prompt + args.max_new_actions > self.context_length:
+            raise ValueError(
+                f"the model's context is {self.context_length} tokens but a rollout may need the longest prompt "
+                f"({longest_prompt}) + max_new_actions ({args.max_new_actions}) = "
+                f"{longest_prompt + args.max_new_actions} slots (one per action, backspaces included); lower "
+                f"max_new_actions to at most {self.context_length - longest_prompt} or use a longer-context model")
+        self.prompts = [p for p, _ in examples]
+        self.data_encoded = self._augment_and_encode(examples, args, noise_fn, tok)
+        self.replay = ReplayBuffer(args.replay_buffer_size)
+        self._refreshed_at = -1
+        self._sm_logs: dict[str, list[float]] = {}
+
+        import datasets
+
+        index_ds = datasets.Dataset.from_dict({"sm_index": list(range(len(examples)))})
+        super().__init__(model=model, args=args, train_dataset=index_ds, processing_class=tok,
+                         data_collator=_IndexCollator(), **kwargs)
+
+    # ----- data ---------------------------------------------------------------------------------------------
+    def _augment_and_encode(self, examples, args, noise_fn, tok):
+        noise = noise_fn if args.noise_type == "task" else "random"
+        specials = [i for i in (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) if i is not None]
+        out = []
+        for i, (p, c) in enumerate(examples):
+            if args.p_noise > 0:
+                prompt, actions = augment_with_noise(
+                    p + c, args.p_noise, noise, args.noise_max_run, random.Random(f"{args.seed}-noise-{i}"),
+                    backspace_id=self.backspace_id, vocab_size=self.vocab_size, prompt_len=len(p),
+                    mode=args.noise_encoding, exclude_ids=specials)
+            else:
+                prompt, actions = p, c
+            out.append(encode(prompt, actions, self.backspace_id, eos_id=self.eos_id, is_data=True,
+                              vocab_size=self.vocab_size, max_length=self.context_length))
+        return out
+
+    # ----- schedule -----------------------------------------------------------------------------------------
+    def sm_weight_at(self, step: int) -> float:
+        """The convex weight ``w`` of the SequenceMatch loss at optimizer step ``step`` (0 during warm-up)."""
+        a = self.args
+        if step < a.bc_warmup_steps or a.sm_weight == 0:
+            return 0.0
+        if a.sm_weight_ramp_steps > 0:
+            return a.sm_weight * min(1.0, (step - a.bc_warmup_steps + 1) / a.sm_weight_ramp_steps)
+        return a.sm_weight
+
+    # ----- rollouts -----------------------------------------------------------------------------------------
+    def refresh_buffer(self, step: int) -> None:
+        """Generate ``rollouts_per_refresh`` rollouts with the backtracking decoder and add them to the buffer.
+
+        KV cache on, gradient checkpointing off, eval mode (no dropout) for the generation; the prompts and the
+        sampling are seeded from ``(seed, process, step)``.
+        """
+        a = self.args
+        model = self.accelerator.unwrap_model(self.model)
+        was_training, gc = model.training, bool(a.gradient_checkpointing)
+        if gc:
+            model.gradient_checkpointing_disable()
+        model.eval()
+        try:
+            rng = np.random.default_rng([a.seed, a.process_index, step, 1])
+            idx = rng.choice(len(self.prompts), size=a.rollouts_per_refresh, replace=len(self.prompts) < a.rollouts_per_refresh)
+            prompts = [self.prompts[int(i)] for i in idx]
+            W = max(len(p) for p in prompts)
+            ids = torch.full((len(prompts), W), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(prompts), W), dtype=torch.long)
+            for r, p in enumerate(prompts):
+                ids[r, : len(p)] = torch.tensor(p)
+                mask[r, : len(p)] = 1
+            out = generate(model, ids, mask, max_new_actions=a.max_new_actions, eos_token_id=self.eos_id,
+                           backspace_id=self.backspace_id if a.use_backspace else None, do_sample=True,
+                           temperature=a.rollout_temperature, steer=self.ban,
+                           seed=int(rng.integers(2**31 - 1)))
+        finally:
+            if gc:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=a.gradient_checkpointing_kwargs)
+            model.train(was_training)
+        rollouts = []
+        for p, acts in zip(out.prompts, out.actions):
+            if not acts:
+                continue
+            rollouts.append(Rollout(p, acts, step))
+        self.replay.add(rollouts)
+        self._refreshed_at = step
+
+    def _encoded_rollout(self, r: Rollout):
+        if r.encoded is None:
+            r.encoded = encode(r.prompt, r.actions, self.backspace_id, eos_id=self.eos_id, is_data=False,
+                               vocab_size=self.vocab_size, max_length=self.context_length)
+        return r.encoded
+
+    # ----- one optimizer step's batches ---------------------------------------------------------------------
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Pull the step's micro-batches, refresh the buffer when due, and build data + replay batches.
+
+        Returns ``(batches, n_bc_targets)``; the sequence counts of the step are kept for :meth:`compute_loss`.
+        """
+        raw = []
+        for _ in range(num_batches):
+            try:
+                raw.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        step = self.state.global_step
+        w = self.sm_weight_at(step)
+        a = self.args
+        if w > 0 and self._refreshed_at != step and (
+                len(self.replay) == 0 or (step - a.bc_warmup_steps) % a.sample_every == 0):
+            self.refresh_buffer(step)
+        dtype = next(self.model.parameters()).dtype
+        batches, n_bc, n_d, n_m = [], 0, 0, 0
+        for i, rb in enumerate(raw):
+            enc = [self.data_encoded[int(j)] for j in rb["sm_index"]]
+            if w > 0 and len(self.replay):
+                rng = np.random.default_rng([a.seed, a.process_index, step, 2, i])
+                enc = enc + [self._encoded_rollout(r) for r in self.replay.sample(a.replay_batch_size, rng)]
+            batch = collate(enc, self.pad_id, dtype=dtype if dtype.is_floating_point else torch.float32,
+                            max_length=self.context_length)
+            batch["sm_weight"] = torch.tensor(w)
+            n_bc += int((batch["valid"] & batch["is_data"][:, None] & (batch["labels"] != -100)).sum())
+            n_d += int(batch["is_data"].sum())
+            n_m += int((~batch["is_data"]).sum())
+            batches.append(batch)
+        self._step_counts = (max(n_bc, 1), n_d, n_m)
+        return batches, torch.tensor(max(n_bc, 1), device=device)
+
+    # ----- loss ---------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """``(1 − w)·BC + w·SM`` on one micro-batch, normalised by the optimizer step's counts (exact under
+        gradient accumulation: BC by its targets, SM by its data and model sequences)."""
+        a = self.args
+        counts = getattr(self, "_step_counts", None)
+        if counts is None:  # called outside get_batch_samples (e.g. by hand): this batch is the whole step
+            counts = (max(int((inputs["valid"] & inputs["is_data"][:, None] & (inputs["labels"] != -100)).sum()), 1),
+                      int(inputs["is_data"].sum()), int((~inputs["is_data"]).sum()))
+        n_bc, n_d, n_m = counts
+        w = float(inputs.get("sm_weight", torch.tensor(0.0)))
+        outputs = model(**model_inputs(inputs), use_cache=False)
+        logits = outputs.logits  # (B, T, A): slot t scores labels[:, t], no shift
+        loss = bc_loss(logits, inputs, num_items_in_batch=n_bc) * (1.0 - w)
+        log = self._sm_logs
+        if w > 0:
+            sm, terms = sequencematch_loss(logits, inputs, a.divergence, a.gamma, a.eos_handling,
+                                           model_reg=a.model_reg, model_mix=a.model_mix,
+                                           num_sequences=(n_d, n_m), return_terms=True)
+            loss = loss + w * sm
+            is_d = inputs["is_data"][:, None]
+            has_r = terms["has_r"]
+            for name, sel in (("data", has_r & is_d), ("model", has_r & ~is_d)):
+                if bool(sel.any()):
+                    r = terms["r"][sel]
+                    log.setdefault(f"sm/r_mean_{name}", []).append(float(r.mean()))
+                    log.setdefault(f"sm/r_std_{name}", []).append(float(r.std()) if r.numel() > 1 else 0.0)
+                    log.setdefault(f"sm/V_mean_{name}", []).append(float(terms["V"][sel].mean()))
+            log.setdefault("sm/loss_sm", []).append(float(sm.detach()))
+        log.setdefault("sm/weight", []).append(w)
+        if a.use_backspace:
+            dm = inputs["valid"] & inputs["is_data"][:, None]
+            if bool(dm.any()):
+                log.setdefault("sm/data_backspace_rate", []).append(
+                    float((inputs["labels"][dm] == self.backspace_id).float().mean()))
+        if a.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the means of V, r, the SM weight and backspace rates since the last log, and buffer statistics."""
+        if "loss" in logs:
+            for k, v in self._sm_logs.items():
+                logs[k] = float(np.mean(v))
+            self._sm_logs = {}
+            if self.args.use_backspace:
+                logs.update(self.replay.stats(self.state.global_step, self.backspace_id))
+        super().log(logs, start_time)
+
+    # ----- checkpoints --------------------------------------------------------------------------------------
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        if self.args.should_save:
+            self.replay.save(output_dir)  # the buffer is part of the training state, like the RNG
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        """``Trainer.train``; on resume the replay buffer is restored from the checkpoint before the first step."""
+        ckpt = resume_from_checkpoint
+        if isinstance(ckpt, bool) and ckpt:
+            ckpt = get_last_checkpoint(self.args.output_dir)
+        if isinstance(ckpt, str):
+            self.replay.load(ckpt)
+            self._refreshed_at = -1
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)

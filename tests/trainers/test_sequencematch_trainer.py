@@ -1,0 +1,117 @@
+"""SequenceMatchTrainer: the loss moves, a resumed run reproduces the uninterrupted one, bad input is refused."""
+
+import datasets
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from seqlevel.backspace import collate, model_inputs
+from seqlevel.losses import bc_loss, sequencematch_loss
+from seqlevel.presets import tiny_model
+from seqlevel.tasks.arithmetic import arithmetic_tokenizer, make_splits, task_noise, to_dataset_dict
+from seqlevel.trainers import SequenceMatchConfig, SequenceMatchTrainer
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+@pytest.fixture(scope="module")
+def arith():
+    tok = arithmetic_tokenizer()
+    train, _ = make_splits(32, 1, seed=0, train_entropy=(2, 3), test_entropy=(2, 3))
+    return tok, datasets.Dataset.from_dict(to_dataset_dict(train, tok))
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), report_to="none", max_steps=6, per_device_train_batch_size=8,
+                learning_rate=3e-3, logging_steps=1, save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
+                bc_warmup_steps=2, sample_every=2, rollouts_per_refresh=8, replay_buffer_size=12,
+                replay_batch_size=4, max_new_actions=10, p_noise=0.3, noise_type="task", gamma=0.9)
+    base.update(kw)
+    return SequenceMatchConfig(**base)
+
+
+def _trainer(arith, cfg, seed=0):
+    tok, ds = arith
+    tok = arithmetic_tokenizer()  # a fresh tokenizer: the trainer adds <bksp> to it
+    model = tiny_model("tiny-gpt2", tokenizer=tok, seed=seed)
+    return SequenceMatchTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok,
+                                noise_fn=task_noise(tok))
+
+
+def test_adds_backspace_and_loss_matches_pure_functions(tmp_path, arith):
+    tr = _trainer(arith, _cfg(tmp_path))
+    assert tr.processing_class.convert_ids_to_tokens(tr.backspace_id) == "<bksp>"
+    assert tr.model.get_output_embeddings().weight.shape[0] == len(tr.processing_class)
+    tr.refresh_buffer(step=2)
+    assert len(tr.replay) > 0 and all(r.born == 2 for r in tr.replay.items)
+    enc = tr.data_encoded[:3] + [tr._encoded_rollout(r) for r in list(tr.replay.items)[:2]]
+    batch = collate(enc, tr.pad_id)
+    batch["sm_weight"] = torch.tensor(0.25)
+    tr.model.eval()
+    got = tr.compute_loss(tr.model, batch)
+    logits = tr.model(**model_inputs(batch)).logits
+    ref = 0.75 * bc_loss(logits, batch) + 0.25 * sequencematch_loss(logits, batch, "chi2_mix", 0.9, "absorbing")
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_training_moves_loss_and_logs_statistics(tmp_path, arith):
+    tr = _trainer(arith, _cfg(tmp_path, max_steps=8, bc_warmup_steps=0))
+    tr.train()
+    losses = [h["loss"] for h in tr.state.log_history if "loss" in h]
+    assert len(losses) == 8 and all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0] - 0.05, losses  # the SequenceMatch + BC loss goes down
+    last = [h for h in tr.state.log_history if "loss" in h][-1]
+    for key in ("sm/r_mean_data", "sm/r_mean_model", "sm/V_mean_model", "replay/age", "replay/backspace_rate"):
+        assert key in last, key
+    # one refresh per sample_every optimizer steps (steps 0, 2, 4, 6), never per micro-batch
+    assert tr.replay.refreshes == 4
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path, arith):
+    kw = dict(max_steps=6, save_strategy="steps", save_steps=3, gradient_accumulation_steps=2,
+              per_device_train_batch_size=4)
+    full = _trainer(arith, _cfg(tmp_path / "a", **kw))
+    full.train()
+    ref_losses = [h["loss"] for h in full.state.log_history if "loss" in h]
+    ref_w = {k: v.clone() for k, v in full.model.state_dict().items()}
+
+    # the interrupted run: same config, stopped after step 3 (the checkpoint), then resumed in a new trainer
+    half = _trainer(arith, _cfg(tmp_path / "b", **kw))
+    half.add_callback(_StopAt(3))  # same schedule (max_steps=6), killed after the step-3 checkpoint
+    half.train()
+    resumed = _trainer(arith, _cfg(tmp_path / "b", **kw))
+    resumed.train(resume_from_checkpoint=str(tmp_path / "b" / "out" / "checkpoint-3"))
+    losses = [h["loss"] for h in resumed.state.log_history if "loss" in h]
+    assert losses == pytest.approx(ref_losses, rel=1e-6, abs=1e-7)
+    for k, v in resumed.model.state_dict().items():
+        torch.testing.assert_close(v, ref_w[k], rtol=1e-6, atol=1e-7, msg=f"{k} differs after resume")
+    assert [r.actions for r in resumed.replay.items] == [r.actions for r in full.replay.items]
+
+
+def test_bad_input_is_refused(tmp_path, arith):
+    tok, ds = arith
+    with pytest.raises(ValueError, match="sample_every must be >= 1"):
+        _cfg(tmp_path, sample_every=0)
+    with pytest.raises(ValueError, match="smaller than one batch"):
+        _cfg(tmp_path, replay_buffer_size=2, replay_batch_size=4)
+    with pytest.raises(ValueError, match="context is 32 tokens"):
+        tok2 = arithmetic_tokenizer()
+        model = tiny_model("tiny-gpt2", tokenizer=tok2, n_positions=32)
+        SequenceMatchTrainer(model=model, args=_cfg(tmp_path), train_dataset=ds, processing_class=tok2,
+                             noise_fn=task_noise(tok2))
+    empty = datasets.Dataset.from_dict({"prompt_ids": [[1, 5], [1, 6]], "completion_ids": [[], []]})
+    with pytest.raises(ValueError, match="no example has any target token"):
+        tok3 = arithmetic_tokenizer()
+        SequenceMatchTrainer(model=tiny_model("tiny-gpt2", tokenizer=tok3), args=_cfg(tmp_path, append_eos=False),
+                             train_dataset=empty, processing_class=tok3, noise_fn=task_noise(tok3))
+    with pytest.raises(ValueError, match="needs SequenceMatchTrainer\\(noise_fn"):
+        tok4 = arithmetic_tokenizer()
+        SequenceMatchTrainer(model=tiny_model("tiny-gpt2", tokenizer=tok4), args=_cfg(tmp_path), train_dataset=ds,
+                             processing_class=tok4)
