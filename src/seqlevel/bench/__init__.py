@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "speed": ("seqlevel.bench.speed", "time two workloads side by side in one process (ratio A/B)"),
     "markov": ("seqlevel.bench.markov", "MixCE family on the bigram oracle task with known P"),
+    "memory": ("seqlevel.bench.memory", "peak memory of each loss at 32k/128k vocabularies vs chunked MLE"),
 }
 
 

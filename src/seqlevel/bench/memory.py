@@ -1,0 +1,120 @@
+"""``seqlevel bench memory``: peak tensor memory of each loss's forward + backward at large vocabularies.
+
+Peak bytes are counted exactly on any device by :class:`PeakMemory`, a dispatch mode that adds every new
+storage's size when an op creates it and subtracts it when the storage is freed. Inputs (hidden states, the
+output projection) exist before measuring, so the figure is what the loss itself adds. Each loss is compared
+with the chunked (fused output-projection) MLE at the same vocabulary: ``ratio = peak / mle_peak``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from seqlevel.losses.chunked import chunked_mixce_loss, chunked_mle_loss, chunked_token_weighted_loss
+
+
+class PeakMemory(TorchDispatchMode):
+    """Counts live tensor-storage bytes created inside the ``with`` block; ``peak`` is the high-water mark."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen: dict[int, int] = {}
+
+    def _free(self, key: int, n: int) -> None:
+        self._seen.pop(key, None)
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                st = t.untyped_storage()
+                key, n = id(st), st.nbytes()
+                if n == 0 or key in self._seen:
+                    continue
+                self._seen[key] = n
+                self.live += n
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(st, self._free, key, n)
+        return out
+
+
+def peak_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Peak bytes allocated while running ``fn()`` and backpropagating its scalar result."""
+    with PeakMemory() as mem:
+        fn().backward()
+    return mem.peak
+
+
+def _tailr_weight(q: torch.Tensor) -> torch.Tensor:
+    return (q / (1e-7 + (1 - 1e-7) * q)).clamp(0.2, 1.0)
+
+
+# loss name -> builder(hidden, weight, labels, chunk) -> scalar. Other families add their chunked loss here.
+LOSSES: dict[str, Callable] = {
+    "mle": lambda h, w, y, c: chunked_mle_loss(h, w, y, chunk_size=c),
+    "mixce": lambda h, w, y, c: chunked_mixce_loss(h, w, y, 0.5, chunk_size=c),
+    "dft": lambda h, w, y, c: chunked_mixce_loss(h, w, y, 0.0, chunk_size=c),
+    "tailr": lambda h, w, y, c: chunked_token_weighted_loss(h, w, y, _tailr_weight, chunk_size=c),
+}
+
+
+def _measure(name: str, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, chunk: int) -> int:
+    h.grad = w.grad = None
+    return peak_bytes(lambda: LOSSES[name](h, w, y, chunk))
+
+
+def run_cases(vocab_sizes=(32768, 131072), tokens: int = 1024, hidden: int = 256, chunk: int = 256,
+              losses=None, seed: int = 0) -> list[dict]:
+    """Measure every loss at every vocabulary size; returns the JSON ``cases`` list."""
+    losses = list(LOSSES) if losses is None else losses
+    unknown = [n for n in losses if n not in LOSSES]
+    if unknown:
+        raise ValueError(f"unknown loss {unknown}; choose from {sorted(LOSSES)}")
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for V in vocab_sizes:
+        h = torch.randn(2, tokens // 2, hidden, generator=g, requires_grad=True)
+        w = (torch.randn(V, hidden, generator=g) * 0.02).requires_grad_(True)
+        y = torch.randint(0, V, (2, tokens // 2), generator=g)
+
+        mle = _measure("mle", h, w, y, chunk)
+        for name in losses:
+            p = mle if name == "mle" else _measure(name, h, w, y, chunk)
+            cases.append({"loss": name, "vocab_size": V, "peak_bytes": p, "mle_peak_bytes": mle, "ratio": p / mle})
+    return cases
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vocab-sizes", default="32768,131072", help="comma list (default 32768,131072)")
+    p.add_argument("--tokens", type=int, default=1024, help="target tokens per batch (default 1024)")
+    p.add_argument("--hidden", type=int, default=256, help="hidden width d (default 256)")
+    p.add_argument("--chunk", type=int, default=256, help="tokens per chunk (default 256)")
+    p.add_argument("--losses", default=None, help=f"comma list from {sorted(LOSSES)} (default all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        vocab = [int(v) for v in args.vocab_sizes.split(",") if v]
+    except ValueError as err:
+        raise ValueError(f"--vocab-sizes must be a comma list of integers, got {args.vocab_sizes!r}") from err
+    losses = args.losses.split(",") if args.losses else None
+    cases = run_cases(vocab, args.tokens, args.hidden, args.chunk, losses)
+    if args.json:
+        print(json.dumps({"cases": cases}))
+        return 0
+    print(f"{'loss':<12}{'V':>8}{'peak MiB':>12}{'MLE MiB':>10}{'ratio':>8}")
+    for c in cases:
+        print(f"{c['loss']:<12}{c['vocab_size']:>8}{c['peak_bytes'] / 2**20:>12.1f}"
+              f"{c['mle_peak_bytes'] / 2**20:>10.1f}{c['ratio']:>8.3f}")
+    return 0
