@@ -1,0 +1,180 @@
+"""``key_to_door``: the three-room sparse-reward grid world of Decision Transformer (Table 6) and CAT (§3.1).
+
+Reconstruction ``KTD-DT-v0`` of tasks.md §B.7 (the DT paper gives no geometry; every choice below is from there):
+
+* **Phase 1, key room** (TVT explore room, 7x7 board): the key is on one of the 10 upper cells, the agent starts
+  on one of the 10 lower cells (both uniform); the two halves are joined by a 3-cell gap. Stepping on the key
+  picks it up (the key disappears from view). ``T1 = 16`` steps.
+* **Phase 2, empty distractor room** (5x9 interior, fixed start at the bottom centre): nothing to do. ``T2 = 20``.
+* **Phase 3, door room** (3x3 interior, start in the centre, a door in the top wall above the centre): entering
+  the door while holding the key gives reward 1 and ends the episode; without the key the door is a wall.
+  ``T3 = 15``. Whether the key is held is **not** observable here (the credit-assignment problem).
+* Actions N, S, W, E; moving into a wall is a no-op. Phases have fixed length; the action that ends a phase moves
+  the agent into the next room.
+
+Uniform-random play succeeds about 3% of the time (B.7 calibration: P(key) ≈ 0.11, P(door | key) ≈ 0.27 for
+(16, 15); :func:`random_success_rate` measures it).
+
+**Trajectories as tokens**: ``<bos> KEY_k OBS a OBS a ... OBS a [OBS] <eos>``; ``KEY_k`` tells where the key is,
+``OBS`` is the agent's cell in the current room (in phase 1 also whether the key is still lying there), ``a`` the
+action. The attribute is win (1) / loss (0). The dataset holds 10,000 uniform-random trajectories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+T1, T2, T3 = 16, 20, 15
+ACTIONS = ("N", "S", "W", "E")
+_MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
+
+# room layouts as sets of open cells (row, col); the door is handled separately
+_ROOM1 = [(r, c) for r in (1, 2) for c in range(1, 6)] + [(3, c) for c in (2, 3, 4)] + \
+         [(r, c) for r in (4, 5) for c in range(1, 6)]
+_KEY_CELLS = [(r, c) for r in (1, 2) for c in range(1, 6)]
+_START_CELLS = [(r, c) for r in (4, 5) for c in range(1, 6)]
+_ROOM2 = [(r, c) for r in range(1, 6) for c in range(1, 10)]
+_START2 = (5, 5)
+_ROOM3 = [(r, c) for r in range(1, 4) for c in range(1, 4)]
+_START3 = (2, 2)
+_DOOR = (0, 2)
+
+# token ids
+PAD, BOS, EOS = 0, 1, 2
+ACTION0 = 3  # N S W E = 3..6
+KEY0 = ACTION0 + 4  # KEY_k, k in 0..9
+OBS1 = KEY0 + len(_KEY_CELLS)  # phase-1 cells x {key lying there, key gone}
+OBS2 = OBS1 + 2 * len(_ROOM1)
+OBS3 = OBS2 + len(_ROOM2)
+VOCAB_SIZE = OBS3 + len(_ROOM3)
+ACTION_IDS = list(range(ACTION0, ACTION0 + 4))
+
+_ROOMS = {1: _ROOM1, 2: _ROOM2, 3: _ROOM3}
+
+
+def _open_grid(room) -> np.ndarray:
+    g = np.zeros((8, 11), dtype=bool)
+    for r, c in room:
+        g[r, c] = True
+    return g
+
+
+_OPEN = np.stack([np.zeros((8, 11), dtype=bool)] + [_open_grid(_ROOMS[p]) for p in (1, 2, 3)])  # (4, 8, 11)
+_CELL = {p: np.zeros((8, 11), dtype=int) for p in _ROOMS}  # (row, col) -> cell index within the room
+for _p, _room in _ROOMS.items():
+    for _i, (_r, _c) in enumerate(_room):
+        _CELL[_p][_r, _c] = _i
+_KEY_RC = np.array(_KEY_CELLS)
+
+
+class KeyToDoor:
+    """A batch of ``n`` independent episodes stepped together (numpy, vectorised).
+
+    Attributes after :meth:`reset`: ``phase (n,)``, ``pos (n, 2)``, ``key (n,)`` key-cell index, ``has_key``,
+    ``key_taken`` (picked up in phase 1), ``t`` step count, ``done``, ``success``, ``steps_to_win``.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.rng = n, np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> np.ndarray:
+        n = self.n
+        self.key = self.rng.integers(0, len(_KEY_CELLS), n)
+        starts = self.rng.integers(0, len(_START_CELLS), n)
+        self.pos = np.array([_START_CELLS[s] for s in starts])
+        self.phase = np.ones(n, dtype=int)
+        self.t = np.zeros(n, dtype=int)
+        self.has_key = np.zeros(n, dtype=bool)
+        self.done = np.zeros(n, dtype=bool)
+        self.success = np.zeros(n, dtype=bool)
+        self.steps_to_win = np.full(n, -1)
+        self.key_step = np.full(n, -1)
+        return self.observation()
+
+    def key_tokens(self) -> np.ndarray:
+        return KEY0 + self.key
+
+    def observation(self) -> np.ndarray:
+        """``(n,)`` observation token of each episode's current state."""
+        r, c = self.pos[:, 0], self.pos[:, 1]
+        obs1 = OBS1 + 2 * _CELL[1][r, c] + self.has_key
+        obs2 = OBS2 + _CELL[2][r, c]
+        obs3 = OBS3 + _CELL[3][r, c]
+        return np.where(self.phase == 1, obs1, np.where(self.phase == 2, obs2, obs3))
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Apply ``actions (n,)`` (0..3 = N S W E) to live episodes; returns ``(observation, reward)``."""
+        live = ~self.done
+        reward = np.zeros(self.n)
+        new = self.pos + _MOVES[actions]  # (n, 2)
+        r, c = new[:, 0], new[:, 1]
+        at_door = live & (self.phase == 3) & (r == _DOOR[0]) & (c == _DOOR[1])
+        win = at_door & self.has_key
+        reward[win] = 1.0
+        self.success |= win
+        self.done |= win
+        self.steps_to_win[win] = self.t[win] + 1
+        open_ = _OPEN[self.phase, r.clip(0, 7), c.clip(0, 10)]
+        move = live & ~at_door & open_
+        self.pos[move] = new[move]
+        key_rc = _KEY_RC[self.key]  # (n, 2)
+        got = live & (self.phase == 1) & ~self.has_key & (self.pos == key_rc).all(1)
+        self.has_key |= got
+        self.key_step[got] = self.t[got] + 1
+        self.t[live] += 1
+        to2 = live & (self.phase == 1) & (self.t == T1)
+        to3 = live & (self.phase == 2) & (self.t == T1 + T2)
+        self.phase[to2], self.pos[to2] = 2, _START2
+        self.phase[to3], self.pos[to3] = 3, _START3
+        self.done |= live & (self.t >= T1 + T2 + T3)
+        return self.observation(), reward
+
+
+SHORTEST_WIN = T1 + T2 + 2  # the key is always reachable within T1; then two moves north from the door-room centre
+
+
+@dataclass
+class Trajectories:
+    """``tokens``: one id list per episode; ``success (n,)`` bool; ``key_step (n,)`` (-1 when never picked up)."""
+
+    tokens: list[list[int]]
+    success: np.ndarray
+    key_step: np.ndarray
+
+
+def random_trajectories(n: int = 10_000, seed: int = 0) -> Trajectories:
+    """``n`` uniform-random-policy episodes as token sequences (the DT/CAT "10K random trajectories" dataset)."""
+    env = KeyToDoor(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    cols = [np.full(n, BOS), env.key_tokens(), env.observation()]  # one (n,) column per token slot
+    while not env.done.all():
+        live = ~env.done
+        a = rng.integers(0, 4, n)
+        obs, _ = env.step(a)
+        cols.append(np.where(live, ACTION0 + a, -1))
+        cols.append(np.where(~env.done, obs, -1))  # an episode that just ended gets no next observation
+    grid = np.stack(cols, 1)  # (n, L); -1 = nothing
+    toks = [[int(x) for x in row if x >= 0] + [EOS] for row in grid]
+    return Trajectories(tokens=toks, success=env.success.copy(), key_step=env.key_step.copy())
+
+
+def random_success_rate(n: int = 100_000, seed: int = 0) -> float:
+    """Success fraction of uniform-random play over ``n`` episodes (≈ 0.03 by design)."""
+    env = KeyToDoor(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    while not env.done.all():
+        env.step(rng.integers(0, 4, n))
+    return float(env.success.mean())
+
+
+def dataset(n: int = 10_000, seed: int = 0, successes_only: bool = False):
+    """``datasets.Dataset`` with ``input_ids`` (eos included) and ``attribute`` (1 = win)."""
+    import datasets
+
+    tr = random_trajectories(n, seed)
+    keep = [i for i in range(n) if tr.success[i] or not successes_only]
+    return datasets.Dataset.from_dict({"input_ids": [tr.tokens[i] for i in keep],
+                                       "attribute": [int(tr.success[i]) for i in keep]})
