@@ -57,6 +57,25 @@ def _add_generate(sub) -> None:
     add_arguments(p)
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="generate continuations of data prompts and compute MAUVE, diversity, ...",
+                       description="Generate continuations of data prompts (with <bksp> when the model has it) and "
+                                   "write metrics.json and report.md.")
+    p.add_argument("--model", required=True, help="model directory (e.g. a seqlevel train output), Hub name or preset")
+    p.add_argument("--data", required=True, help="a .txt/.jsonl/.json file or a datasets.save_to_disk directory")
+    p.add_argument("--prompt-tokens", type=int, default=50, help="prompt length in tokens (default 50, MixCE's)")
+    p.add_argument("--num-samples", type=int, default=100, help="examples to continue (default 100)")
+    p.add_argument("--max-new-actions", type=int, default=128, help="cap on generated actions (default 128)")
+    p.add_argument("--backspace", action="store_true", default=None,
+                   help="require decoding with <bksp> (default: used automatically when the model has it)")
+    p.add_argument("--no-backspace", dest="backspace", action="store_false", help="decode without <bksp>")
+    p.add_argument("--featurizer", default=None, help="local model for MAUVE features (default: the evaluated model)")
+    p.add_argument("--no-mauve", action="store_true", help="skip MAUVE (no mauve-text needed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="runs/evaluate", help="where metrics.json and report.md go")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the project's main job: each method on a task with known answers")
     p.add_argument("--quick", action="store_true", help="the small configuration the tests run (< 2 min)")
@@ -70,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_bench(sub)
     _add_generate(sub)
+    _add_evaluate(sub)
     _add_demo(sub)
     return parser
 
@@ -101,11 +121,15 @@ def main(argv: list[str] | None = None) -> int:
             from seqlevel.decoding.cli import cli_generate
 
             return cli_generate(args)
+        if args.command == "evaluate":
+            from seqlevel.metrics.evaluate import cli_evaluate
+
+            return cli_evaluate(args)
         if args.command == "demo":
             from seqlevel.demo import run_demo
 
             return run_demo(quick=args.quick, output_dir=args.output_dir)
-    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as err:
+    except (ValueError, ImportError, FileNotFoundError, NotADirectoryError, FileExistsError) as err:
         # Bad input: one clear line, no traceback, exit status 2 (argparse's convention).
         print(f"seqlevel {args.command}: error: {err}", file=sys.stderr)
         return 2

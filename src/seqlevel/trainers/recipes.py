@@ -20,6 +20,10 @@ def load_model_and_tokenizer(model: str, tokenizer: str | None = None, seed: int
     if model in MODEL_PRESETS:
         tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else byte_tokenizer()
         return tiny_model(model, tokenizer=tok, seed=seed), tok
+    looks_local = model.startswith((".", "/", "~")) or os.sep in model.strip(os.sep).split(os.sep, 2)[-1]
+    if looks_local and not os.path.isdir(os.path.expanduser(model)):
+        raise ValueError(f"model path {model!r} does not exist: looked for a directory with config.json and weights "
+                         f"(as written by save_pretrained / seqlevel train), or a preset ({', '.join(sorted(MODEL_PRESETS))})")
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer or model)
         net = AutoModelForCausalLM.from_pretrained(model)

@@ -1,0 +1,184 @@
+"""``seqlevel evaluate``: generate continuations of data prompts and compute the papers' metrics.
+
+The recipe follows the MixCE evaluation (§3.3–3.4 of our notes): the first ``prompt_tokens`` tokens of each
+data example are the prompt; the model continues it by ancestral sampling (the backtracking decoder, with
+``<bksp>`` when the model has it); human and model texts both include the prompt. Metrics: perplexity on the
+data (forward cross-entropy), both diversity definitions, rep-2..4, unigram entropy, lengths, backspace usage
+and MAUVE (features from ``featurizer``, default the evaluated model itself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+BACKSPACE_TOKEN = "<bksp>"
+
+
+@dataclass
+class EvalConfig:
+    """Options of :func:`evaluate_model` (the CLI flags of ``seqlevel evaluate``)."""
+
+    model: str
+    data: str
+    prompt_tokens: int = 50
+    num_samples: int = 100
+    max_new_actions: int = 128
+    backspace: bool | None = None  # None: use <bksp> if the tokenizer has it
+    featurizer: str | None = None
+    mauve: bool = True
+    seed: int = 0
+    batch_size: int = 16
+    output_dir: str = "runs/evaluate"
+
+
+def _atomic_write(path: str, text: str) -> None:
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
+
+
+def _texts(data: str) -> list[str]:
+    from seqlevel.trainers.data import load_text_dataset
+
+    ds = load_text_dataset(data)
+    if "text" not in ds.column_names:
+        raise ValueError(f"{data!r} has columns {ds.column_names}; evaluate needs a 'text' column")
+    return [t for t in ds["text"] if t and t.strip()]
+
+
+def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
+    """Generate, compute metrics, write ``metrics.json`` and ``report.md`` into ``cfg.output_dir``.
+
+    Raises:
+        ValueError: a model that does not exist, ``prompt_tokens`` longer than every data example, bad counts.
+        ImportError: MAUVE asked for but ``mauve-text`` missing (names the extra to install).
+    """
+    from seqlevel.decoding import generate
+    from seqlevel.metrics import (
+        backspace_usage,
+        distinct_ngram_diversity,
+        length_stats,
+        mauve,
+        ngram_entropy,
+        perplexity,
+        rep_n,
+        simctg_diversity,
+    )
+    from seqlevel.trainers.recipes import load_model_and_tokenizer
+
+    if cfg.prompt_tokens < 1:
+        raise ValueError(f"--prompt-tokens must be >= 1, got {cfg.prompt_tokens}")
+    if cfg.num_samples < 2:
+        raise ValueError(f"--num-samples must be >= 2 (MAUVE and diversity compare sets), got {cfg.num_samples}")
+    if cfg.max_new_actions < 1:
+        raise ValueError(f"--max-new-actions must be >= 1, got {cfg.max_new_actions}")
+    if os.path.isfile(cfg.output_dir):
+        raise ValueError(f"--output-dir {cfg.output_dir!r} is a file; pass a directory path")
+    if cfg.mauve:
+        from seqlevel.metrics.mauve import _require_mauve
+
+        _require_mauve()  # fail before any work if the extra is missing
+    texts = _texts(cfg.data)
+    model, tok = load_model_and_tokenizer(cfg.model)
+    model.eval()
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    usable = [(t, x) for t, x in zip(texts, ids) if len(x) > cfg.prompt_tokens]
+    if not usable:
+        longest = max((len(x) for x in ids), default=0)
+        raise ValueError(f"--prompt-tokens {cfg.prompt_tokens} is longer than the data: the longest example has "
+                         f"{longest} tokens; use a smaller --prompt-tokens")
+    usable = usable[: cfg.num_samples]
+    if len(usable) < 2:
+        raise ValueError(f"only {len(usable)} example(s) are longer than --prompt-tokens {cfg.prompt_tokens}; "
+                         "need at least 2")
+    bksp = tok.convert_tokens_to_ids(BACKSPACE_TOKEN) if BACKSPACE_TOKEN in tok.get_vocab() else None
+    if cfg.backspace and bksp is None:
+        raise ValueError("--backspace asked for, but the tokenizer has no <bksp> token; train with "
+                         "--objective sequencematch or drop --backspace")
+    if cfg.backspace is False:
+        bksp = None
+
+    human, model_texts, all_actions = [], [], []
+    bar = tqdm(total=len(usable), desc="generating", disable=not progress)
+    for i in range(0, len(usable), cfg.batch_size):
+        chunk = usable[i : i + cfg.batch_size]
+        prompts = [x[: cfg.prompt_tokens] for _, x in chunk]
+        inp = torch.tensor(prompts)  # equal lengths: no padding needed
+        out = generate(model, inp, max_new_actions=cfg.max_new_actions, eos_token_id=tok.eos_token_id,
+                       backspace_id=bksp, do_sample=True, seed=cfg.seed + i)
+        for (_, full), p, seq, acts in zip(chunk, prompts, out.sequences, out.actions):
+            gen = [t for t in seq if t != tok.eos_token_id]
+            human.append(tok.decode(full, skip_special_tokens=True))
+            model_texts.append(tok.decode(p + gen, skip_special_tokens=True))
+            all_actions.append(acts)
+        bar.update(len(chunk))
+    bar.close()
+
+    gen_tokens = [tok(t, add_special_tokens=False)["input_ids"] for t in model_texts]
+    ppl = perplexity(model, [x + ([tok.eos_token_id] if tok.eos_token_id is not None else []) for _, x in usable],
+                     pad_id=tok.pad_token_id or 0)
+    metrics = {
+        "model": cfg.model, "data": cfg.data, "num_samples": len(usable), "prompt_tokens": cfg.prompt_tokens,
+        "perplexity": ppl["perplexity"], "nll": ppl["nll"],
+        "diversity_mixce": distinct_ngram_diversity(gen_tokens),
+        "diversity_simctg": simctg_diversity(gen_tokens),
+        "rep_2": rep_n(gen_tokens, 2), "rep_3": rep_n(gen_tokens, 3), "rep_4": rep_n(gen_tokens, 4),
+        "unigram_entropy": ngram_entropy(gen_tokens, 1),
+        "length": length_stats(gen_tokens), "human_length": length_stats([x for _, x in usable]),
+    }
+    if bksp is not None:
+        metrics["backspace"] = backspace_usage(all_actions, bksp)
+    if cfg.mauve:
+        if cfg.featurizer:
+            feat_model, feat_tok = load_model_and_tokenizer(cfg.featurizer)
+        else:
+            feat_model, feat_tok = model, tok
+        n = len(human)
+        res = mauve(p_texts=human, q_texts=model_texts, featurizer=feat_model, featurizer_tokenizer=feat_tok,
+                    num_buckets=max(2, min(50, n // 10)), kmeans_num_redo=1, kmeans_max_iter=100, seed=cfg.seed)
+        metrics["mauve"] = float(res.mauve)
+        metrics["featurizer"] = cfg.featurizer or cfg.model
+    _atomic_write(os.path.join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
+    _atomic_write(os.path.join(cfg.output_dir, "report.md"), _report(metrics, human[:3], model_texts[:3]))
+    return metrics
+
+
+def _report(m: dict, human: list[str], model: list[str]) -> str:
+    rows = [("perplexity (data)", f"{m['perplexity']:.3f}"), ("diversity (MixCE distinct-1..4)",
+            f"{m['diversity_mixce']:.3f}"), ("diversity (SimCTG ∏(1−rep-n))", f"{m['diversity_simctg']:.3f}"),
+            ("rep-2 / rep-3 / rep-4", f"{m['rep_2']:.3f} / {m['rep_3']:.3f} / {m['rep_4']:.3f}"),
+            ("unigram entropy (nats)", f"{m['unigram_entropy']:.3f}"),
+            ("mean length (model / human)", f"{m['length']['mean']:.1f} / {m['human_length']['mean']:.1f}")]
+    if "mauve" in m:
+        rows.append(("MAUVE", f"{m['mauve']:.3f}"))
+    if "backspace" in m:
+        rows.append(("backspace rate", f"{m['backspace']['rate']:.3f}"))
+    lines = [f"# Evaluation of `{m['model']}` on `{m['data']}`", "",
+             f"{m['num_samples']} samples, {m['prompt_tokens']}-token prompts, ancestral sampling.", "",
+             "| metric | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "", "## Examples", ""]
+    for h, g in zip(human, model):
+        lines += [f"- human: {h[:200]!r}", f"  model: {g[:200]!r}"]
+    return "\n".join(lines) + "\n"
+
+
+def cli_evaluate(args) -> int:
+    """Entry point of ``seqlevel evaluate`` (the CLI only parses)."""
+    cfg = EvalConfig(model=args.model, data=args.data, prompt_tokens=args.prompt_tokens, num_samples=args.num_samples,
+                     max_new_actions=args.max_new_actions, backspace=args.backspace, featurizer=args.featurizer,
+                     mauve=not args.no_mauve, seed=args.seed, output_dir=args.output_dir)
+    metrics = evaluate_model(cfg)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(_report(metrics, [], []))
+        print(f"wrote {os.path.join(cfg.output_dir, 'metrics.json')} and report.md")
+    return 0
