@@ -197,3 +197,22 @@ def test_bad_input_is_refused_clearly(make_model, kwargs, message):
     call.update(kwargs)
     with pytest.raises(ValueError, match=message):
         generate(model, **call)
+
+
+def test_steer_returning_a_wrong_shape_is_refused(make_model):
+    model = make_model("tiny-gpt2", vocab_size=V)
+    with pytest.raises(ValueError, match="steer returned scores of shape"):
+        generate(model, torch.ones(2, 3, dtype=torch.long), max_new_actions=3, eos_token_id=EOS,
+                 steer=lambda scores, ctx: scores[:, :10])
+
+
+def test_several_eos_ids_each_end_a_row(make_model):
+    model = make_model("tiny-gpt2", vocab_size=V)
+
+    def steer(scores, ctx):  # row 0 emits 5, row 1 emits 6, as their first action
+        return force_action(force_action(scores, ctx.rows == 0, 5), ctx.rows == 1, 6)
+
+    out = generate(model, torch.ones(3, 3, dtype=torch.long), max_new_actions=4, eos_token_id=[5, 6],
+                   do_sample=False, steer=steer)
+    assert out.actions[:2] == [[5], [6]] and out.stop_reasons[:2] == ["eos", "eos"]
+    assert out.finished.tolist()[:2] == [True, True] and len(out.actions[2]) == 4
