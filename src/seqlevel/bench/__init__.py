@@ -12,6 +12,10 @@ from types import ModuleType
 BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "speed": ("seqlevel.bench.speed", "time two workloads side by side in one process (ratio A/B)"),
+    "key-to-door": ("seqlevel.bench.key_to_door", "CAT-steered vs BC / %BC / random win rate on Key-to-Door"),
+    "attribute-estimation": ("seqlevel.bench.attribute_estimation",
+                             "CAT one-pass star estimate vs Monte-Carlo rollouts against exact posteriors"),
+    "steering": ("seqlevel.bench.steering", "steer the reviews language to each star: control accuracy and true NLL"),
     "markov": ("seqlevel.bench.markov", "MixCE family on the bigram oracle task with known P"),
     "memory": ("seqlevel.bench.memory", "peak memory of each loss at 32k/128k vocabularies vs chunked MLE"),
 }

@@ -87,9 +87,10 @@ class ReviewWorld:
 
     def __init__(self):
         self.full, self.prefix = _clause_table()
-        words = sorted({w for c in self.full for w in c}) + list(SEPARATORS) + list(STAR_TOKENS)
+        words = sorted({w for c in self.full for w in c}) + list(SEPARATORS) + list(STAR_TOKENS) + ["<bksp>"]
         self.tokenizer = word_tokenizer(tuple(words))
         self.star_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in STAR_TOKENS]
+        self.backspace_id = self.tokenizer.convert_tokens_to_ids("<bksp>")  # never in the data; for backtracking
         self.num_classes = 5
         # P(clause | s) for every clause: (n_clauses, 5)
         self._clauses = list(self.full)

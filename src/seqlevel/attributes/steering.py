@@ -1,0 +1,165 @@
+"""Steering rules for :func:`seqlevel.decoding.generate`'s ``steer`` hook, driven by a CAT attribute head.
+
+Each rule is a callable ``rule(scores, ctx) -> scores`` with ``needs_hidden_states = True``: the decoder hands it
+the trunk's last hidden state of every live row (``ctx.hidden_states[-1]``), the head turns it into
+``P(a* | x<t, v)`` for every candidate ``v`` in one matmul, and the rule reshapes the scores.
+
+* :class:`ProductRule` (notes §2.4 [I], FUDGE/NADO-style): ``log p(v) + α · log P(a* | v)``.
+* :class:`SatisficingRule` (the CAT demo, notes §2.4 [P]): keep the top-k candidates by ``p`` with ``p ≥ ε``; among
+  them those with ``P(a* | v) ≥ τ`` are sampled ∝ ``p``; if none qualifies, take the candidate with the highest
+  attribute.
+* :class:`BacktrackRule` (beyond the paper): when the last token's credit
+  ``P(a* | x≤t) − Σ_v p(v | x<t) P(a* | x<t, v)`` fell below ``−threshold``, emit ``<bksp>`` (the decoder deletes
+  the token), and ban that token at that state, so the model repairs a bad turn instead of continuing it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from seqlevel.attributes.head import to_distribution
+from seqlevel.decoding import StepContext, force_action
+
+_NEG = float("-inf")
+
+
+class _AttributeRule:
+    needs_hidden_states = True
+
+    def __init__(self, model, target: int):
+        kind, K = model.head.config.kind, model.head.config.num_classes
+        if kind == "numeric":
+            raise ValueError("steering needs a binary or categorical head (a target class); this head is numeric")
+        if not isinstance(target, int) or not 0 <= target < K:
+            raise ValueError(f"target class {target!r} is not one of the head's classes 0..{K - 1}; for a binary "
+                             "head 1 is 'attribute present', for stars 1-5 pass star − 1")
+        self.model, self.target = model, target
+
+    @torch.no_grad()
+    def target_probs(self, ctx: StepContext) -> torch.Tensor:
+        """``(R, V)`` P(a* | x<t, v) for the live rows."""
+        if ctx.hidden_states is None:
+            raise ValueError("the steer hook got no hidden states; call generate(..., steer=rule) with this rule "
+                             "(it sets needs_hidden_states) or output_hidden_states=True")
+        raw = self.model.head.all_candidates(ctx.hidden_states[-1])  # (R, V, n_out)
+        return to_distribution(raw, self.model.kind)[..., self.target]
+
+
+class ProductRule(_AttributeRule):
+    """``p(v | x<t) · P(a* | x<t, v)^α`` (α = 0: unsteered; α = 1: Bayes conditioning if P is calibrated).
+
+    Args:
+        model: the :class:`~seqlevel.attributes.AttributeModel` whose head scores candidates.
+        target: the wanted class a*.
+        alpha: α ≥ 0.
+    """
+
+    def __init__(self, model, target: int, alpha: float = 1.0):
+        super().__init__(model, target)
+        if not alpha >= 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}; 0 leaves the model unsteered, larger values "
+                             "steer harder")
+        self.alpha = float(alpha)
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        logp = scores.float().log_softmax(-1)
+        return logp + self.alpha * self.target_probs(ctx).clamp_min(1e-12).log()
+
+
+class SatisficingRule(_AttributeRule):
+    """The CAT demo's satisficing criterion (defaults: k = 20, ε = 0.001, τ = 0.8).
+
+    Args:
+        model, target: as for :class:`ProductRule`.
+        top_k: candidates considered, by p. epsilon: minimum p. tau: attribute threshold τ ∈ [0, 1].
+    """
+
+    def __init__(self, model, target: int, top_k: int = 20, epsilon: float = 1e-3, tau: float = 0.8):
+        super().__init__(model, target)
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"tau must be in [0, 1], got {tau}; it is the attribute probability a candidate needs "
+                             "(the CAT demo used 0.8)")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        self.top_k, self.epsilon, self.tau = top_k, epsilon, tau
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        logp = scores.float().log_softmax(-1)  # (R, V)
+        attr = self.target_probs(ctx)
+        k = min(self.top_k, scores.shape[-1])
+        top = torch.zeros_like(logp, dtype=torch.bool).scatter(-1, logp.topk(k, -1).indices, True)
+        pool = top & (logp >= torch.log(torch.tensor(self.epsilon)))
+        pool = torch.where(pool.any(-1, keepdim=True), pool, top)  # ε removed everything: fall back to top-k
+        ok = pool & (attr >= self.tau)
+        sample = torch.where(ok, logp, _NEG)  # sample ∝ p among the qualifying
+        best = attr.masked_fill(~pool, _NEG).argmax(-1)  # none qualifies: the highest attribute in the pool
+        fallback = torch.full_like(logp, _NEG).scatter(-1, best[:, None], 0.0)
+        return torch.where(ok.any(-1, keepdim=True), sample, fallback)
+
+
+class BacktrackRule(_AttributeRule):
+    """Attribute-guided backtracking: ``<bksp>`` when the last token's credit is below ``−threshold``.
+
+    Args:
+        model, target: as for :class:`ProductRule`.
+        threshold: how far (in probability of a*) the last token may pull the estimate below its expectation.
+        inner: the rule that scores ordinary steps (e.g. a :class:`ProductRule`); ``None`` keeps the model's scores.
+        max_backspaces: per-row budget of backspaces (then the rule stops backing up).
+
+    The decoder must be called with ``backspace_id``; the rule never lets the model emit ``<bksp>`` by itself.
+    State is per generate call (reset when ``ctx.step == 0``).
+    """
+
+    def __init__(self, model, target: int, threshold: float = 0.2, inner=None, max_backspaces: int = 8):
+        super().__init__(model, target)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}; it is a drop in probability of the "
+                             "target attribute")
+        if max_backspaces < 0:
+            raise ValueError(f"max_backspaces must be >= 0, got {max_backspaces}")
+        self.threshold, self.inner, self.max_backspaces = threshold, inner, max_backspaces
+        self.backspaces = 0  # total over the last generate call, for reporting
+
+    def _reset(self):
+        self._prev: dict[int, tuple[int, torch.Tensor, float]] = {}  # row -> (live length, P(a*|v), E)
+        self._banned: dict[int, dict[int, set[int]]] = {}  # row -> live length -> banned ids
+        self._budget: dict[int, int] = {}
+        self.backspaces = 0
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        if ctx.backspace_id is None:
+            raise ValueError("BacktrackRule needs generate(..., backspace_id=<id of <bksp>>)")
+        if ctx.step == 0:
+            self._reset()
+        attr = self.target_probs(ctx)  # (R, V)
+        p = scores.float().softmax(-1)
+        expected = (p * attr).sum(-1)  # (R,) E_t = Σ_v p(v) P(a*|v)
+        out = self.inner(scores, ctx) if self.inner is not None else scores.float().log_softmax(-1)
+        out = out.clone()
+        out[:, ctx.backspace_id] = _NEG
+        force = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+        for i, b in enumerate(ctx.rows.tolist()):
+            L, P0 = int(ctx.live_lengths[i]), int(ctx.prompt_lengths[i])
+            banned = self._banned.setdefault(b, {})
+            for stale in [n for n in banned if n > L]:
+                del banned[stale]
+            prev = self._prev.pop(b, None)
+            budget = self._budget.setdefault(b, self.max_backspaces)
+            if prev is not None and prev[0] == L - 1 and L - 1 >= P0 and budget > 0:
+                last = int(ctx.tokens[i, L - 1])
+                credit = float(prev[1][last]) - prev[2]
+                if credit < -self.threshold:
+                    force[i] = True
+                    self._budget[b] = budget - 1
+                    self.backspaces += 1
+                    banned.setdefault(L - 1, set()).add(last)
+                    continue  # the next state is the previous one again; it is rescored then
+            self._prev[b] = (L, attr[i].detach(), float(expected[i]))
+            for v in banned.get(L, ()):
+                out[i, v] = _NEG
+            if torch.isinf(out[i]).all():  # everything banned: let the inner rule's scores stand
+                out[i] = scores[i].float().log_softmax(-1)
+                out[i, ctx.backspace_id] = _NEG
+        return force_action(out, force, ctx.backspace_id)

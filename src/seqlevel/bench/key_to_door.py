@@ -1,0 +1,151 @@
+"""``seqlevel bench key-to-door``: CAT-steered play vs BC, %BC and random on Key-to-Door (DT Table 6, CAT §3.1).
+
+Per seed: 10,000 uniform-random trajectories (:func:`seqlevel.tasks.key_to_door.random_trajectories`); three
+models of the same architecture (a small GPT-2 over the trajectory tokens) trained with
+:class:`~seqlevel.trainers.AttributeTrainer`:
+
+* **CAT**: ``CE + λ·L_attr`` on all trajectories, win/loss as a binary attribute; played with the product rule
+  ``p(a)·P(win | a)^α`` restricted to the four action tokens, greedily (α large = one-step policy improvement);
+* **BC**: ``λ = 0`` (plain next-token CE) on all trajectories, greedy actions;
+* **%BC**: ``λ = 0`` on the successful trajectories only (≈3%), greedy actions;
+* **random**: uniform actions.
+
+Each policy plays ``--episodes`` fresh episodes (the same start/key layouts for every policy). Sampled (temperature
+1) win rates of BC and %BC are reported too, as the DT paper does not say which it used (tasks.md B.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from seqlevel.attributes import AttributeModel
+from seqlevel.attributes.steering import ProductRule
+from seqlevel.decoding import StepContext
+from seqlevel.tasks import key_to_door as ktd
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="tiny configuration for tests (no acceptance numbers)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training/evaluation seeds (default 0)")
+    p.add_argument("--episodes", type=int, default=1000, help="evaluation episodes per policy (default 1000)")
+    p.add_argument("--train-size", type=int, default=10_000, help="random trajectories (default 10000)")
+    p.add_argument("--epochs", type=float, default=8.0, help="training epochs for CAT and BC (default 8)")
+    p.add_argument("--attribute-lambda", type=float, default=1.0, help="λ of the CAT model (default 1.0)")
+    p.add_argument("--alpha", type=float, default=16.0, help="α of the CAT product rule (default 16)")
+
+
+def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_only: bool = False) -> AttributeModel:
+    import datasets
+
+    from seqlevel.presets import tiny_model
+    from seqlevel.trainers import AttributeConfig, AttributeTrainer
+    from seqlevel.trainers.attribute import AttributeCollator
+
+    keep = [i for i in range(len(data.tokens)) if data.success[i] or not successes_only]
+    ds = datasets.Dataset.from_dict({"input_ids": [data.tokens[i] for i in keep],
+                                     "attribute": [int(data.success[i]) for i in keep]})
+    base = tiny_model("tiny-gpt2", vocab_size=ktd.VOCAB_SIZE, n_embd=64, n_layer=2, n_head=4, seed=seed,
+                      bos_token_id=ktd.BOS, eos_token_id=ktd.EOS, pad_token_id=ktd.PAD)
+    steps = max(int(epochs * len(keep) / 64), 20 if successes_only else 1)
+    cfg = AttributeConfig(output_dir="runs/ktd_tmp", report_to="none", max_steps=steps,
+                          per_device_train_batch_size=64, learning_rate=3e-3, lr_scheduler_type="cosine",
+                          warmup_steps=min(50, steps // 10), logging_steps=max(steps // 4, 1), save_strategy="no",
+                          use_cpu=True, seed=seed, disable_tqdm=True, attribute_kind="binary",
+                          attribute_lambda=lam, head_rank=16, append_eos=False, max_length=128)
+    tr = AttributeTrainer(base, args=cfg, train_dataset=ds,
+                          data_collator=AttributeCollator(ktd.PAD, "binary"))
+    tr.train()
+    return tr.model.eval()
+
+
+@torch.no_grad()
+def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, alpha: float = 16.0) -> dict:
+    """Play ``episodes`` episodes; ``mode`` is ``cat`` (product rule, greedy), ``greedy``, ``sample`` or ``random``."""
+    env = ktd.KeyToDoor(episodes, seed)
+    rng = np.random.default_rng(seed + 7)
+    gen = torch.Generator().manual_seed(seed)
+    n = episodes
+    ids = torch.tensor(np.stack([np.full(n, ktd.BOS), env.key_tokens(), env.observation()], 1))
+    rule = ProductRule(model, target=1, alpha=alpha) if mode == "cat" else None
+    not_action = torch.ones(ktd.VOCAB_SIZE, dtype=torch.bool)
+    not_action[ktd.ACTION_IDS] = False
+    out, cache, step = None, DynamicCache(), 0
+    feed = ids
+    while not env.done.all():
+        if mode == "random":
+            a = rng.integers(0, 4, n)
+        else:
+            out = model.base(input_ids=feed, past_key_values=cache, use_cache=True, output_hidden_states=True)
+            scores = out.logits[:, -1].float().masked_fill(not_action, float("-inf"))  # (n, V)
+            if rule is not None:
+                h = out.hidden_states[-1][:, -1]
+                ctx = StepContext(step=step, rows=torch.arange(n), live_lengths=torch.full((n,), ids.shape[1]),
+                                  prompt_lengths=torch.full((n,), 3), tokens=ids, hidden_states=(h,),
+                                  backspace_id=None, eos_token_ids=())
+                scores = rule(scores, ctx).masked_fill(not_action, float("-inf"))
+            if mode == "sample":
+                choice = torch.multinomial(scores.softmax(-1), 1, generator=gen).squeeze(1)
+            else:
+                choice = scores.argmax(-1)
+            a = (choice - ktd.ACTION0).numpy()
+        obs, _ = env.step(a)
+        feed = torch.tensor(np.stack([ktd.ACTION0 + a, obs], 1))
+        ids = torch.cat([ids, feed], 1)
+        step += 1
+    wins = env.success
+    shortest = float((env.steps_to_win[wins] == ktd.SHORTEST_WIN).mean()) if wins.any() else 0.0
+    return {"win_rate": float(wins.mean()), "wins": int(wins.sum()), "shortest_path_share": shortest}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.alpha < 0:
+        raise ValueError(f"--alpha must be >= 0, got {args.alpha}")
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    episodes = 50 if args.quick else args.episodes
+    n_train = 300 if args.quick else args.train_size
+    epochs = 0.5 if args.quick else args.epochs
+    per_seed, timings = [], {}
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        data = ktd.random_trajectories(n_train, seed)
+        cat = _train(data, seed, args.attribute_lambda, epochs, args.quick)
+        bc = _train(data, seed, 0.0, epochs, args.quick)
+        pct = _train(data, seed, 0.0, epochs * 10, args.quick, successes_only=True)
+        timings[str(seed)] = {"train_seconds": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        ev = 10_000 + seed  # evaluation layouts differ from the training ones
+        r = {"cat": play(cat, episodes, ev, mode="cat", alpha=args.alpha),
+             "bc": play(bc, episodes, ev, mode="greedy"), "pct_bc": play(pct, episodes, ev, mode="greedy"),
+             "random": play(None, episodes, ev, mode="random"),
+             "bc_sampled": play(bc, episodes, ev, mode="sample"),
+             "pct_bc_sampled": play(pct, episodes, ev, mode="sample")}
+        timings[str(seed)]["eval_seconds"] = time.perf_counter() - t0
+        r["data_success_rate"] = float(data.success.mean())
+        per_seed.append(r)
+    mean = lambda k: float(np.mean([r[k]["win_rate"] for r in per_seed]))  # noqa: E731
+    result = {
+        "win_rate": {k: mean(k) for k in ("cat", "bc", "pct_bc", "random")},
+        "episodes": episodes,
+        "seeds": list(args.seeds),
+        "sampled_win_rate": {"bc": mean("bc_sampled"), "pct_bc": mean("pct_bc_sampled")},
+        "cat_shortest_path_share": float(np.mean([r["cat"]["shortest_path_share"] for r in per_seed])),
+        "per_seed": per_seed,
+        "timings": timings,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        w = result["win_rate"]
+        print(f"Key-to-Door, {episodes} episodes x seeds {list(args.seeds)}: CAT {w['cat']:.3f}  BC {w['bc']:.3f}  "
+              f"%BC {w['pct_bc']:.3f}  random {w['random']:.3f}  (sampled: BC {result['sampled_win_rate']['bc']:.3f}, "
+              f"%BC {result['sampled_win_rate']['pct_bc']:.3f}); CAT shortest-path share "
+              f"{result['cat_shortest_path_share']:.3f}")
+    return 0
