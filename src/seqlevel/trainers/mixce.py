@@ -96,6 +96,11 @@ class MixCETrainer(Trainer):
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
+            vocab = processing_class.get_vocab() if processing_class is not None else {}
+            if "<bksp>" in vocab:  # a new action must keep trainable rows under an adapter
+                from seqlevel.trainers.peft import check_rows_trainable
+
+                check_rows_trainable(model, vocab["<bksp>"])
         prep = dict(text_field=args.dataset_text_field, max_length=args.max_length, append_eos=args.append_eos)
         if train_dataset is not None:  # Trainer.train() itself refuses a missing train_dataset
             train_dataset = tokenize_dataset(train_dataset, processing_class, **prep)
