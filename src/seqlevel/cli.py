@@ -18,14 +18,15 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a causal LM with a sequence-level objective",
                        description="Train any AutoModelForCausalLM (or a tiny preset) with MLE, MixCE, TaiLr or DFT.")
     p.add_argument("--objective", default="mixce",
-                   help="mle | mixce | tailr | dft (default mixce)")
+                   help="mle | mixce | tailr | dft | sequencematch (default mixce)")
     p.add_argument("--model", required=True,
                    help="Hugging Face model name or local path, or a preset: tiny-gpt2, tiny-llama, small-gpt2, small-llama")
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer name/path; defaults to the model's, or a byte-level tokenizer for presets")
     p.add_argument("--dataset", required=True,
                    help="a .txt file (one example per line), a .jsonl/.json file with a 'text' or 'input_ids' "
-                        "field, or a directory saved with datasets.save_to_disk")
+                        "field, or a directory saved with datasets.save_to_disk; with --objective sequencematch "
+                        "also 'arithmetic' (5,000 add_or_sub_in_base questions and their character tokenizer)")
     p.add_argument("--output-dir", required=True, help="where checkpoints and the final model are written")
     p.add_argument("--mixce-eta", type=float, default=None, help="MixCE mixing ratio η in [0, 1] (1 = MLE)")
     p.add_argument("--tailr-gamma", type=float, default=None, help="TaiLr γ in [0, 1] (0 = MLE)")
@@ -39,6 +40,18 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--save-steps", type=int, default=500)
     p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output-dir")
+    sm = p.add_argument_group("sequencematch", "options of --objective sequencematch (SequenceMatchConfig fields)")
+    sm.add_argument("--p-noise", type=float, default=None, help="noise insertion probability per data action")
+    sm.add_argument("--noise-type", default=None, choices=("random", "task"),
+                    help="random tokens, or the task's ground-truth noise (--dataset arithmetic only)")
+    sm.add_argument("--bc-warmup-steps", type=int, default=None, help="behaviour-cloning steps before SequenceMatch")
+    sm.add_argument("--sm-weight", type=float, default=None, help="convex weight w of SM: (1-w) BC + w SM")
+    sm.add_argument("--gamma", type=float, default=None, help="discount in (0, 1); the paper used 0.998")
+    sm.add_argument("--divergence", default=None, help="chi2_mix (default) | chi2 | kl | reverse_kl | js | hellinger | tv")
+    sm.add_argument("--sample-every", type=int, default=None, help="optimizer steps between rollout refreshes")
+    sm.add_argument("--rollouts-per-refresh", type=int, default=None, help="rollouts generated per refresh")
+    sm.add_argument("--replay-buffer-size", type=int, default=None, help="most model rollouts kept")
+    sm.add_argument("--max-new-actions", type=int, default=None, help="cap on actions per rollout")
 
 
 def _add_bench(sub) -> None:

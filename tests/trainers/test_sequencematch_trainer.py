@@ -115,3 +115,21 @@ def test_bad_input_is_refused(tmp_path, arith):
         tok4 = arithmetic_tokenizer()
         SequenceMatchTrainer(model=tiny_model("tiny-gpt2", tokenizer=tok4), args=_cfg(tmp_path), train_dataset=ds,
                              processing_class=tok4)
+
+
+def test_cli_trains_sequencematch_on_a_text_file(tmp_path):
+    from seqlevel.cli import main
+
+    data = tmp_path / "d.txt"
+    data.write_text("12+3=15\n7+8=15\n20-5=15\n9+9=18\n")
+    out = tmp_path / "run"
+    rc = main(["train", "--objective", "sequencematch", "--model", "tiny-gpt2", "--dataset", str(data),
+               "--output-dir", str(out), "--max-steps", "3", "--batch-size", "2", "--bc-warmup-steps", "1",
+               "--sample-every", "1", "--rollouts-per-refresh", "2", "--replay-buffer-size", "4",
+               "--max-new-actions", "8", "--p-noise", "0.2"])
+    assert rc == 0
+    from transformers import AutoTokenizer
+
+    assert "<bksp>" in AutoTokenizer.from_pretrained(out).get_vocab()
+    assert main(["train", "--objective", "sequencematch", "--model", "tiny-gpt2", "--dataset", str(data),
+                 "--output-dir", str(tmp_path / "x"), "--sample-every", "0"]) == 2

@@ -41,8 +41,11 @@ def train_from_cli(args: argparse.Namespace) -> int:
     """Run ``seqlevel train`` for the MixCE-family objectives; returns the process exit code."""
     from seqlevel.trainers.mixce import OBJECTIVES, MixCEConfig, MixCETrainer
 
+    if args.objective == "sequencematch":
+        return _train_sequencematch(args)
     if args.objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {args.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        raise ValueError(f"unknown objective {args.objective!r}; choose one of "
+                         f"{', '.join((*OBJECTIVES, 'sequencematch'))}")
     if os.path.isfile(args.output_dir):
         raise ValueError(f"--output-dir {args.output_dir!r} is a file; pass a directory path")
     extra = {k: v for k, v in dict(mixce_eta=args.mixce_eta, tailr_gamma=args.tailr_gamma,
@@ -60,4 +63,53 @@ def train_from_cli(args: argparse.Namespace) -> int:
     trainer.train(resume_from_checkpoint=True if args.resume else None)
     trainer.save_model(args.output_dir)
     print(f"saved model and tokenizer to {args.output_dir}")
+    return 0
+
+
+SM_FLAGS = ("p_noise", "noise_type", "bc_warmup_steps", "sm_weight", "gamma", "divergence", "sample_every",
+            "rollouts_per_refresh", "replay_buffer_size", "max_new_actions", "max_length")
+
+
+def _train_sequencematch(args: argparse.Namespace) -> int:
+    """``seqlevel train --objective sequencematch``: SequenceMatchTrainer on a local dataset or ``arithmetic``."""
+    from seqlevel.trainers.sequencematch import SequenceMatchConfig, SequenceMatchTrainer
+
+    if os.path.isfile(args.output_dir):
+        raise ValueError(f"--output-dir {args.output_dir!r} is a file; pass a directory path")
+    extra = {k: getattr(args, k) for k in SM_FLAGS if getattr(args, k, None) is not None}
+    noise_fn = None
+    if args.dataset == "arithmetic":  # the SequenceMatch §6.1 task, built locally (5,000 questions)
+        if args.model not in MODEL_PRESETS or args.tokenizer:
+            raise ValueError("--dataset arithmetic trains a preset model from scratch on its character tokenizer; "
+                             f"pass --model one of {', '.join(sorted(MODEL_PRESETS))} and no --tokenizer")
+        import datasets
+
+        from seqlevel.tasks.arithmetic import arithmetic_tokenizer, make_splits, task_noise, to_dataset_dict
+
+        tok = arithmetic_tokenizer()
+        train, _ = make_splits(5000, 0, seed=args.seed)
+        dataset = datasets.Dataset.from_dict(to_dataset_dict(train, tok))
+        noise_fn = task_noise(tok)
+        extra.setdefault("noise_type", "task")
+    else:
+        if extra.get("noise_type") == "task":
+            raise ValueError("--noise-type task needs a task that provides noise; use --dataset arithmetic or "
+                             "--noise-type random")
+        dataset = load_text_dataset(args.dataset)
+        tok = None
+    config = SequenceMatchConfig(
+        output_dir=args.output_dir, num_train_epochs=args.epochs, max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr, seed=args.seed, save_steps=args.save_steps, logging_steps=10, report_to="none",
+        **extra,
+    )
+    if tok is not None and args.model in MODEL_PRESETS:
+        model = tiny_model(args.model, tokenizer=tok, seed=args.seed)
+    else:
+        model, tok = load_model_and_tokenizer(args.model, args.tokenizer, seed=args.seed)
+    trainer = SequenceMatchTrainer(model=model, args=config, train_dataset=dataset, processing_class=tok,
+                                   noise_fn=noise_fn)
+    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    trainer.save_model(args.output_dir)
+    print(f"saved model and tokenizer (with <bksp>) to {args.output_dir}")
     return 0

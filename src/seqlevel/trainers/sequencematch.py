@@ -253,6 +253,7 @@ class SequenceMatchTrainer(Trainer):
         self.pad_id = int(pad if pad is not None else 0)
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.context_length = _context_length(model)
+        self._check_vocab = self.vocab_size if args.use_backspace else None  # id -1 never occurs without <bksp>
         self.ban = BanTokens([tok.pad_token_id, tok.bos_token_id, tok.unk_token_id])
 
         examples = _examples(train_dataset, tok, args)
@@ -289,7 +290,7 @@ class SequenceMatchTrainer(Trainer):
             else:
                 prompt, actions = p, c
             out.append(encode(prompt, actions, self.backspace_id, eos_id=self.eos_id, is_data=True,
-                              vocab_size=self.vocab_size, max_length=self.context_length))
+                              vocab_size=self._check_vocab, max_length=self.context_length))
         return out
 
     # ----- schedule -----------------------------------------------------------------------------------------
@@ -344,7 +345,7 @@ class SequenceMatchTrainer(Trainer):
     def _encoded_rollout(self, r: Rollout):
         if r.encoded is None:
             r.encoded = encode(r.prompt, r.actions, self.backspace_id, eos_id=self.eos_id, is_data=False,
-                               vocab_size=self.vocab_size, max_length=self.context_length)
+                               vocab_size=self._check_vocab, max_length=self.context_length)
         return r.encoded
 
     # ----- one optimizer step's batches ---------------------------------------------------------------------
