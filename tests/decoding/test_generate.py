@@ -216,3 +216,19 @@ def test_several_eos_ids_each_end_a_row(make_model):
                    do_sample=False, steer=steer)
     assert out.actions[:2] == [[5], [6]] and out.stop_reasons[:2] == ["eos", "eos"]
     assert out.finished.tolist()[:2] == [True, True] and len(out.actions[2]) == 4
+
+
+def test_one_forward_of_one_new_token_per_step_even_when_backspacing(make_model):
+    model = make_model("tiny-llama", vocab_size=V)
+    ids, am = _prompts("mixed")
+    widths = []
+    hook = model.register_forward_pre_hook(lambda mod, args, kw: widths.append(kw["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        out = generate(model, ids, am, max_new_actions=20, eos_token_id=None, backspace_id=BKSP, seed=0,
+                       steer=_Recorder(p_force=0.3))
+    finally:
+        hook.remove()
+    assert int(out.num_backspaces.sum()) >= 10
+    assert widths[0] == ids.shape  # the prefill
+    assert widths[1:] == [torch.Size([4, 1])] * 19  # no recompute: one slot per row per action (last one unfed)
