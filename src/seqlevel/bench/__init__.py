@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                              "CAT one-pass star estimate vs Monte-Carlo rollouts against exact posteriors"),
     "steering": ("seqlevel.bench.steering", "steer the reviews language to each star: control accuracy and true NLL"),
     "markov": ("seqlevel.bench.markov", "MixCE family on the bigram oracle task with known P"),
+    "arithmetic": ("seqlevel.bench.arithmetic", "MLE vs BC vs SequenceMatch on add-or-sub-in-base, with recovery"),
     "memory": ("seqlevel.bench.memory", "peak memory of each loss at 32k/128k vocabularies vs chunked MLE"),
 }
 
