@@ -157,11 +157,12 @@ def sequencematch_terms(
     """
     _check(logits, batch, gamma, divergence, eos)
     lg = logits if logits.dtype == torch.float64 else logits.float()  # (B, T, A) fp32 at least
-    labels, valid, eos_abs = batch["labels"], batch["valid"], batch["eos_abs"]
+    dev = lg.device
+    labels, valid, eos_abs = batch["labels"].to(dev), batch["valid"].to(dev), batch["eos_abs"].to(dev)
     # V(s) = log Σ_a exp Q(s, a) over the extended vocabulary (<bksp>, <eos> included); Q(s_t, a_t)
     V, Q = _QV.apply(lg, labels.clamp(min=0))  # (B, T), (B, T)
     V_next = torch.cat([V[:, 1:], torch.zeros_like(V[:, :1])], dim=1)  # (B, T): V(s_{t+1}) sits at slot t+1
-    w = torch.exp(batch["step"].to(lg.dtype) * math.log(gamma))  # (B, T): occupancy weight γ^i
+    w = torch.exp(batch["step"].to(dev, lg.dtype) * math.log(gamma))  # (B, T): occupancy weight γ^i
     if eos == "done":  # IQ-Learn: y = (1 − done) γ V(s'); the transition into the <eos> state is terminal
         done = torch.cat([eos_abs[:, 1:], torch.zeros_like(eos_abs[:, :1])], dim=1)
         V_next = V_next.masked_fill(done, 0.0)
@@ -274,11 +275,11 @@ def bc_loss(
     Returns:
         Scalar fp32 loss (mean over targets), as :func:`seqlevel.losses.mle_loss`.
     """
-    labels = batch["labels"]
+    labels = batch["labels"].to(logits.device)
     if tuple(labels.shape) != tuple(logits.shape[:2]):
         raise ValueError(f"logits cover {tuple(logits.shape[:2])} (B, T) slots but the batch has "
                          f"{tuple(labels.shape)}; run the model on model_inputs(batch) without shifting")
-    keep = batch["valid"]
+    keep = batch["valid"].to(logits.device)
     if data_only:
         keep = keep & batch["is_data"].to(keep.device).unsqueeze(1)
     targets = labels.masked_fill(~keep, IGNORE)  # the absorbing slot and padding are not BC targets
