@@ -181,3 +181,14 @@ def test_other_bad_inputs():
         collate([encode([4], [5], BK)], PAD, mask_format="int")
     with pytest.raises(ValueError, match="empty"):
         collate([], PAD)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_half_precision_model_takes_a_mask_of_its_dtype(make_model, attn):
+    model = make_model("tiny-llama", vocab_size=V, attn=attn).to(torch.bfloat16)
+    encs = [encode(p, a, BK) for p, a in _random_trajectories(8, seed=5)]
+    with torch.no_grad():
+        logits = model(**model_inputs(collate(encs, PAD, dtype=torch.bfloat16))).logits
+        ref = make_model("tiny-llama", vocab_size=V, attn=attn)(**model_inputs(collate(encs, PAD))).logits
+    assert torch.isfinite(logits).all()
+    assert (logits.float() - ref).abs().max().item() < 0.1  # bf16 rounding only

@@ -153,8 +153,9 @@ def encode(
         )
     if eos_id is not None and eos_id in actions[:-1]:
         k = actions.index(eos_id)
-        raise ValueError(f"action {k} is <eos> (id {eos_id}) but {K - 1 - k} actions follow it; "
-                         "truncate each trajectory after its first <eos>")
+        raise ValueError(f"action {k} is <eos> (id {eos_id}) but {K - 1 - k} actions follow it; truncate each "
+                         "trajectory after its first <eos> (noise from augment_with_noise: pass exclude_ids with "
+                         "the <eos>, <pad> and <bos> ids)")
 
     ids = np.zeros(T, dtype=np.int64)
     pos = np.zeros(T, dtype=np.int64)
