@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from seqlevel.backspace import collate, encode
+from seqlevel.backspace import augment_with_noise, collate, encode, model_inputs
 from seqlevel.losses import bc_loss, mle_loss, sequencematch_loss
 from seqlevel.losses.sequencematch import DIVERGENCES, _phi_exact, phi, sequencematch_terms
+from seqlevel.presets import tiny_model
 
 A, BK, EOS, PAD = 7, 6, 1, 0  # actions: ids 0..6, <bksp> = 6, <eos> = 1
 
@@ -235,3 +237,38 @@ def test_fp32_compute_for_half_logits_and_finite_at_padding():
     logits = _logits(batch, dtype=torch.bfloat16)
     loss = sequencematch_loss(logits, batch)
     assert loss.dtype == torch.float32 and math.isfinite(loss.item())
+
+
+# ---- end to end ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("objective", ["bc", "sequencematch"])
+def test_training_on_noise_augmented_data_learns_to_backspace(objective):
+    """A few steps on counting sequences with environment noise: <bksp> becomes likely after noise, not elsewhere."""
+    Vt, bk = 16, 15
+
+    def batch_of(rng, n):
+        encs = []
+        for _ in range(n):
+            s, k = rng.randrange(12), rng.randint(4, 10)
+            ids = [2] + [3 + (s + i) % 12 for i in range(k)] + [EOS]
+            p, a = augment_with_noise(ids, 0.2, rng=rng, backspace_id=bk, vocab_size=Vt, exclude_ids=[PAD, EOS, 2])
+            encs.append(encode(p, a, bk, eos_id=EOS))
+        return collate(encs, PAD)
+
+    model = tiny_model("tiny-llama", vocab_size=Vt, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = random.Random(0)
+    for _ in range(100):
+        b = batch_of(rng, 16)
+        logits = model(**model_inputs(b)).logits
+        loss = bc_loss(logits, b) if objective == "bc" else sequencematch_loss(logits, b, gamma=0.9)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    b = batch_of(random.Random(1), 64)
+    with torch.no_grad():
+        p_bk = model(**model_inputs(b)).logits.softmax(-1)[..., bk]  # (B, T)
+    after_noise = p_bk[b["valid"] & (b["labels"] == bk)].mean().item()
+    elsewhere = p_bk[b["valid"] & (b["labels"] != bk)].mean().item()
+    assert after_noise > 0.4 and after_noise > 5 * elsewhere, (after_noise, elsewhere)
