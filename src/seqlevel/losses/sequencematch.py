@@ -21,6 +21,8 @@ Reconstructed choices (RECON in the notes), each a knob with the principled defa
   the batch (or ``num_sequences``) has no model trajectories, the value term falls back to the data side alone.
 * normalisation: per-sequence γ-weighted sums, averaged over data and over model sequences separately, times
   ``(1 − γ)`` (``occupancy_normalize=True``) so the loss is an expectation under the normalised occupancy.
+* a trajectory without a final ``<eos>`` is truncated, not terminal: its sums simply stop, and its last state
+  enters only through ``V(s')`` of the last transition.
 * ``max_phi_slope=10``: where φ is undefined or singular (``kl``, ``js``, ``hellinger``), φ is continued along
   its tangent below the point where ``φ' = max_phi_slope``; the result is concave and C¹ everywhere.
 """
@@ -210,6 +212,9 @@ def sequencematch_loss(
         logits: ``(B, T, A)`` logits of ``model(**model_inputs(batch))``, any float dtype (computed in fp32).
         batch: a :func:`seqlevel.backspace.collate` batch (``labels``, ``valid``, ``step``, ``eos_abs``, ``is_data``).
         divergence: ``chi2_mix`` (default), ``chi2``, ``kl``, ``reverse_kl``, ``js``, ``hellinger`` or ``tv``.
+            Names follow the f-divergence convention of §3.3 (RECON; unchecked against the PDF): ``kl`` is
+            KL(ρ_data ‖ ρ_θ) with φ = 1 + log r, ``reverse_kl`` is KL(ρ_θ ‖ ρ_data) with φ = −e^{−(r+1)}
+            (IQ-Learn calls this one "kl").
         gamma: discount in (0, 1); the paper used 0.998.
         eos: ``"absorbing"`` (closed-form tail) or ``"done"`` (IQ-Learn done-masking).
         model_reg: weight of the model-side ``r²`` term for ``chi2_mix`` (RECON; ¼ from the LS-IQ derivation).
