@@ -37,11 +37,12 @@ class BenchConfig:
     entropy: tuple[float, float] = (1.0, 2.0)
     bases: tuple[int, int] = (2, 16)
     preset: str = "tiny-gpt2"
-    model_overrides: tuple = (("n_layer", 2), ("n_embd", 64), ("n_head", 4), ("n_positions", 96))
-    steps: int = 600
+    model_overrides: tuple = (("n_layer", 2), ("n_embd", 64), ("n_head", 4), ("n_positions", 96),
+                              ("resid_pdrop", 0.0), ("embd_pdrop", 0.0), ("attn_pdrop", 0.0))
+    steps: int = 1200
     batch_size: int = 32
-    lr: float = 2e-3
-    bc_warmup_steps: int = 400
+    lr: float = 3e-3
+    bc_warmup_steps: int = 800
     sm_weight: float = 0.5
     gamma: float = 0.9
     sample_every: int = 8
@@ -49,7 +50,7 @@ class BenchConfig:
     replay_batch_size: int = 8
     replay_buffer_size: int = 256
     max_new_actions: int = 24
-    noises: tuple[float, ...] = (0.0, 0.1, 0.3)
+    noises: tuple[float, ...] = (0.0, 0.1, 0.25)
     noise_type: str = "task"
     seeds: tuple[int, ...] = (0, 1)
     methods: tuple[str, ...] = METHODS
@@ -60,7 +61,8 @@ class BenchConfig:
 FULL = BenchConfig()
 QUICK = replace(FULL, n_train=1000, n_test=100, steps=150, bc_warmup_steps=100, sample_every=8,
                 rollouts_per_refresh=32, noises=(0.0, 0.3), seeds=(0,),
-                model_overrides=(("n_layer", 2), ("n_embd", 48), ("n_head", 4), ("n_positions", 96)))
+                model_overrides=(("n_layer", 2), ("n_embd", 48), ("n_head", 4), ("n_positions", 96),
+                                 ("resid_pdrop", 0.0), ("embd_pdrop", 0.0), ("attn_pdrop", 0.0)))
 
 
 class _ForceFirst:
