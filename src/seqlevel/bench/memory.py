@@ -17,6 +17,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from seqlevel.bench.memory_cases import attribute_case, prepare_attribute_head, sequencematch_case
 from seqlevel.losses.chunked import chunked_mixce_loss, chunked_mle_loss, chunked_token_weighted_loss
 
 
@@ -65,11 +66,15 @@ LOSSES: dict[str, Callable] = {
     "mixce": lambda h, w, y, c: chunked_mixce_loss(h, w, y, 0.5, chunk_size=c),
     "dft": lambda h, w, y, c: chunked_mixce_loss(h, w, y, 0.0, chunk_size=c),
     "tailr": lambda h, w, y, c: chunked_token_weighted_loss(h, w, y, _tailr_weight, chunk_size=c),
+    "sequencematch": sequencematch_case,
+    "attribute": attribute_case,
 }
 
 
 def _measure(name: str, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, chunk: int) -> int:
     h.grad = w.grad = None
+    if name == "attribute":
+        prepare_attribute_head(w.shape[0], h.shape[-1])
     return peak_bytes(lambda: LOSSES[name](h, w, y, chunk))
 
 
@@ -113,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"cases": cases}))
         return 0
-    print(f"{'loss':<12}{'V':>8}{'peak MiB':>12}{'MLE MiB':>10}{'ratio':>8}")
+    print(f"{'loss':<15}{'V':>8}{'peak MiB':>12}{'MLE MiB':>10}{'ratio':>8}")
     for c in cases:
-        print(f"{c['loss']:<12}{c['vocab_size']:>8}{c['peak_bytes'] / 2**20:>12.1f}"
+        print(f"{c['loss']:<15}{c['vocab_size']:>8}{c['peak_bytes'] / 2**20:>12.1f}"
               f"{c['mle_peak_bytes'] / 2**20:>10.1f}{c['ratio']:>8.3f}")
     return 0

@@ -1,0 +1,244 @@
+"""Memory-lean SequenceMatch: ``(V(s), Q(s, a))`` from hidden states, chunked over slots, no ``(B, T, A)`` logits.
+
+Every SequenceMatch term (and behaviour cloning) needs only two numbers per slot: ``V(s) = logsumexp_a ℓ(a|s)``
+and ``Q(s, a_t) = ℓ(a_t|s)`` (eq. 4: ``r = Q(s, a) − γ V(s')``). :func:`chunked_qv` fuses the output projection
+``hidden @ W.T`` with the fused (V, Q) function of :mod:`.sequencematch`, ``chunk_size`` slots at a time under
+activation checkpointing: each chunk's ``(chunk, A)`` logits live only while that chunk is computed, in forward
+and again in backward. Peak memory is O(chunk · A) like :mod:`.chunked`'s MLE, instead of O(B · T · A).
+
+The terms and the loss are then the same arithmetic as :func:`seqlevel.losses.sequencematch_terms` /
+:func:`seqlevel.losses.sequencematch_loss` on ``(V, Q)`` (equal values and gradients, tested in fp64 to 1e-10).
+BC comes for free from the same pass: ``−log π(a|s) = V(s) − Q(s, a)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from seqlevel.losses.sequencematch import _QV, IGNORE, _check, phi
+
+Tensor = torch.Tensor
+
+
+def _chunk_qv(h: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor) -> tuple[Tensor, Tensor]:
+    logits = h @ weight.t()  # (n, A) in the model's dtype
+    if bias is not None:
+        logits = logits + bias
+    logits = logits if logits.dtype == torch.float64 else logits.float()  # fp32 at least, as the full-logits loss
+    V, Q = _QV.apply(logits.unsqueeze(0), a.unsqueeze(0))  # (1, n) each
+    return V.squeeze(0), Q.squeeze(0)
+
+
+def _needed_slots(batch: dict[str, Tensor]) -> Tensor:
+    """Slots whose V or Q enters a term: transitions, their next state, and the absorbing state. ``(B, T)`` bool."""
+    valid, eos_abs = batch["valid"], batch["eos_abs"]
+    nxt = torch.cat([torch.zeros_like(valid[:, :1]), valid[:, :-1]], dim=1)  # s_{t+1} of a transition at t
+    return valid | eos_abs | nxt | (batch["labels"] != IGNORE)
+
+
+def chunked_qv(
+    hidden: Tensor,
+    lm_head_weight: Tensor,
+    actions: Tensor,
+    *,
+    lm_head_bias: Tensor | None = None,
+    needed: Tensor | None = None,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """``V(s_t) = logsumexp(h_t W^T)`` and ``Q(s_t, a_t) = (h_t W^T)[a_t]`` without a full logits tensor.
+
+    Args:
+        hidden: ``(B, T, d)`` final hidden states (slot ``t`` holds state ``s_t``; no shift).
+        lm_head_weight: ``(A, d)`` output projection over the extended vocabulary (``<bksp>`` row included).
+        actions: ``(B, T)`` action ids; negative ids (``-100``) are read as 0 (their Q is unused).
+        lm_head_bias: optional ``(A,)`` bias.
+        needed: ``(B, T)`` bool, slots to compute (default all); the others get ``V = Q = 0``.
+        chunk_size: slots per chunk; peak memory grows with ``chunk_size · A``.
+
+    Returns:
+        ``(V, Q)``, each ``(B, T)`` in fp32 (fp64 for fp64 inputs), differentiable w.r.t. hidden and weights.
+    """
+    if hidden.dim() != 3 or hidden.shape[-1] != lm_head_weight.shape[-1]:
+        raise ValueError(f"hidden must be (B, T, d) with d = lm_head_weight.shape[1] = {lm_head_weight.shape[-1]}, "
+                         f"got {tuple(hidden.shape)}; pass the final hidden states and the model's output weight")
+    if tuple(actions.shape) != tuple(hidden.shape[:2]):
+        raise ValueError(f"actions {tuple(actions.shape)} do not match hidden {tuple(hidden.shape[:2])} (B, T) slots")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    B, T, d = hidden.shape
+    out_dtype = torch.float64 if torch.float64 in (hidden.dtype, lm_head_weight.dtype) else torch.float32
+    sel = (torch.ones(B * T, dtype=torch.bool, device=hidden.device) if needed is None
+           else needed.reshape(-1).to(hidden.device))
+    idx = sel.nonzero().squeeze(1)  # (N,) flat slots to compute
+    h = hidden.reshape(B * T, d).index_select(0, idx)  # (N, d)
+    a = actions.reshape(-1).to(hidden.device).index_select(0, idx).clamp(min=0).long()  # (N,)
+    Vs, Qs = [], []
+    for s in range(0, idx.numel(), chunk_size):
+        v, q = checkpoint(_chunk_qv, h[s: s + chunk_size], lm_head_weight, lm_head_bias, a[s: s + chunk_size],
+                          use_reentrant=False)
+        Vs.append(v)
+        Qs.append(q)
+    zeros = hidden.new_zeros(B * T, dtype=out_dtype) + 0.0 * hidden.sum()  # keeps a graph when N == 0
+    if not Vs:
+        return zeros.view(B, T), zeros.view(B, T)
+    V = zeros.index_put((idx,), torch.cat(Vs).to(out_dtype)).view(B, T)
+    Q = zeros.index_put((idx,), torch.cat(Qs).to(out_dtype)).view(B, T)
+    return V, Q
+
+
+def sequencematch_terms_from_qv(
+    V: Tensor,
+    Q: Tensor,
+    batch: dict[str, Tensor],
+    *,
+    divergence: str = "chi2_mix",
+    gamma: float = 0.998,
+    eos: str = "absorbing",
+    max_phi_slope: float = 10.0,
+) -> dict[str, Tensor]:
+    """:func:`seqlevel.losses.sequencematch.sequencematch_terms` given ``V (B, T)`` and ``Q (B, T)``.
+
+    Returns the same dict (``phi``, ``r2``, ``value`` per sequence ``(B,)``; ``r``, ``V``, ``has_r`` ``(B, T)``).
+    """
+    dev, dt = V.device, V.dtype
+    labels, valid, eos_abs = batch["labels"].to(dev), batch["valid"].to(dev), batch["eos_abs"].to(dev)
+    V_next = torch.cat([V[:, 1:], torch.zeros_like(V[:, :1])], dim=1)  # (B, T): V(s_{t+1}) sits at slot t+1
+    w = torch.exp(batch["step"].to(dev, dt) * math.log(gamma))  # (B, T): occupancy weight γ^i
+    if eos == "done":  # IQ-Learn: y = (1 − done) γ V(s'); the transition into the <eos> state is terminal
+        done = torch.cat([eos_abs[:, 1:], torch.zeros_like(eos_abs[:, :1])], dim=1)
+        V_next = V_next.masked_fill(done, 0.0)
+    has_r = valid & (labels != IGNORE)
+    r = Q - gamma * V_next  # eq. (4): r = Q(s, a) − γ V(s')
+    mask = has_r.to(dt)
+    phi_sum = (mask * w * phi(divergence, torch.where(has_r, r, 0.0), max_phi_slope)).sum(1)
+    r2_sum = (mask * w * r**2).sum(1)
+    value_sum = (valid.to(dt) * w * (V - gamma * V_next)).sum(1)  # telescopes over time steps
+    if eos == "absorbing":  # closed-form tail at u_K: Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
+        a = eos_abs & (labels != IGNORE)
+        r_abs = Q - gamma * V  # <eos> in u_K leads back to u_K
+        am = a.to(dt)
+        tail_w = w / (1.0 - gamma)
+        phi_sum = phi_sum + (am * tail_w * phi(divergence, torch.where(a, r_abs, 0.0), max_phi_slope)).sum(1)
+        r2_sum = r2_sum + (am * tail_w * r_abs**2).sum(1)
+        value_sum = value_sum + (eos_abs.to(dt) * w * V).sum(1)
+        r = torch.where(a, r_abs, r)
+        has_r = has_r | a
+    return {"phi": phi_sum, "r2": r2_sum, "value": value_sum, "r": r.detach(), "V": V.detach(), "has_r": has_r}
+
+
+def _combine(terms: dict[str, Tensor], is_data: Tensor, divergence: str, gamma: float, model_reg: float,
+             model_mix: float, occupancy_normalize: bool, num_sequences) -> tuple[Tensor, dict[str, Tensor]]:
+    # the signed, weighted average of sequencematch_loss (same normalisation and fall-backs)
+    is_data = is_data.to(terms["phi"].device)
+    d, m = is_data.to(terms["phi"].dtype), (~is_data).to(terms["phi"].dtype)  # (B,)
+    if num_sequences is None:
+        n_d, n_m = float(is_data.sum()), float((~is_data).sum())
+    else:
+        n_d, n_m = float(num_sequences[0]), float(num_sequences[1])
+    lam = model_mix if n_d > 0 and n_m > 0 else (1.0 if n_m > 0 else 0.0)
+    zero = terms["phi"].sum() * 0.0
+    loss_data = -(d * terms["phi"]).sum() / n_d if n_d > 0 else zero  # −Ê_D[φ(r)]
+    loss_model = model_reg * (m * terms["r2"]).sum() / n_m if divergence == "chi2_mix" and n_m > 0 else zero
+    loss_value = zero
+    if n_d > 0:
+        loss_value = loss_value + (1.0 - lam) * (d * terms["value"]).sum() / n_d
+    if n_m > 0:
+        loss_value = loss_value + lam * (m * terms["value"]).sum() / n_m
+    scale = (1.0 - gamma) if occupancy_normalize else 1.0
+    parts = {"loss_data": scale * loss_data.detach(), "loss_model": scale * loss_model.detach(),
+             "loss_value": scale * loss_value.detach()}
+    return scale * (loss_data + loss_model + loss_value), parts
+
+
+def chunked_sequencematch_loss(
+    hidden: Tensor,
+    lm_head_weight: Tensor,
+    batch: dict[str, Tensor],
+    divergence: str = "chi2_mix",
+    gamma: float = 0.998,
+    eos: str = "absorbing",
+    *,
+    lm_head_bias: Tensor | None = None,
+    chunk_size: int = 1024,
+    model_reg: float = 0.25,
+    model_mix: float = 0.5,
+    occupancy_normalize: bool = True,
+    max_phi_slope: float = 10.0,
+    num_sequences: tuple[int, int] | None = None,
+    bc_weight: float = 0.0,
+    bc_num_items: int | Tensor | None = None,
+    return_terms: bool = False,
+) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+    """:func:`seqlevel.losses.sequencematch_loss` from hidden states (see the module docstring), optionally plus BC.
+
+    Args:
+        hidden: ``(B, T, d)`` final hidden states of ``model(**model_inputs(batch))`` (e.g. the decoder's
+            ``last_hidden_state``; slot ``t`` scores ``labels[:, t]``, no shift).
+        lm_head_weight: ``(A, d)`` ``model.get_output_embeddings().weight`` (``<bksp>`` row included).
+        batch: a :func:`seqlevel.backspace.collate` batch.
+        divergence, gamma, eos, model_reg, model_mix, occupancy_normalize, max_phi_slope, num_sequences: as in
+            :func:`seqlevel.losses.sequencematch_loss`.
+        lm_head_bias: optional ``(A,)`` bias. chunk_size: slots per chunk.
+        bc_weight: adds ``bc_weight · bc_loss`` (data rows, mean over ``bc_num_items`` targets) from the same pass;
+            the SequenceMatch trainer's ``(1 − w)·BC + w·SM`` is ``w · this(bc_weight=(1 − w)/w)``.
+        bc_num_items: BC normaliser (targets in the optimizer step); default the targets here.
+        return_terms: also return the terms (plus ``loss_data``/``loss_model``/``loss_value``/``loss_bc``).
+
+    Returns:
+        A scalar loss (and the terms dict when ``return_terms``).
+    """
+    if not 0.0 <= float(model_mix) <= 1.0:
+        raise ValueError(f"model_mix must be in [0, 1], got {model_mix}; 0.5 is IQ-Learn's 50/50 mixture")
+    if float(model_reg) < 0.0:
+        raise ValueError(f"model_reg must be >= 0, got {model_reg}; 0.25 gives the χ²-mixture")
+    B, T = hidden.shape[:2]
+    # the full-logits checks, on a shape-only stand-in for the (B, T, A) logits that are never built
+    _check(torch.empty(B, T, lm_head_weight.shape[0], device="meta"), batch, gamma, divergence, eos)
+    labels = batch["labels"].to(hidden.device)
+    V, Q = chunked_qv(hidden, lm_head_weight, labels, lm_head_bias=lm_head_bias,
+                      needed=_needed_slots(batch).to(hidden.device), chunk_size=chunk_size)
+    terms = sequencematch_terms_from_qv(V, Q, batch, divergence=divergence, gamma=gamma, eos=eos,
+                                        max_phi_slope=max_phi_slope)
+    loss, parts = _combine(terms, batch["is_data"], divergence, gamma, model_reg, model_mix, occupancy_normalize,
+                           num_sequences)
+    bc = loss.detach() * 0.0
+    if bc_weight:
+        keep = batch["valid"].to(V.device) & batch["is_data"].to(V.device)[:, None] & (labels != IGNORE)
+        n = keep.sum() if bc_num_items is None else torch.as_tensor(bc_num_items, device=V.device)
+        bc = ((V - Q) * keep.to(V.dtype)).sum() / n.to(V.dtype).clamp_min(1)  # −log π(a|s) = V(s) − Q(s, a)
+        loss = loss + bc_weight * bc
+    if not return_terms:
+        return loss
+    return loss, {**terms, **parts, "loss_bc": bc.detach()}
+
+
+def chunked_bc_loss(
+    hidden: Tensor,
+    lm_head_weight: Tensor,
+    batch: dict[str, Tensor],
+    *,
+    lm_head_bias: Tensor | None = None,
+    data_only: bool = True,
+    num_items_in_batch: int | Tensor | None = None,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """:func:`seqlevel.losses.bc_loss` (``reduction="mean"``) from hidden states, chunked.
+
+    Args:
+        hidden / lm_head_weight / batch / lm_head_bias / chunk_size: as :func:`chunked_sequencematch_loss`.
+        data_only / num_items_in_batch: as :func:`seqlevel.losses.bc_loss`.
+
+    Returns:
+        Scalar loss: mean of ``−log π(a|s)`` over the kept targets.
+    """
+    from seqlevel.losses.chunked import chunked_mle_loss
+
+    labels = batch["labels"].to(hidden.device)
+    keep = batch["valid"].to(hidden.device)
+    if data_only:
+        keep = keep & batch["is_data"].to(hidden.device)[:, None]
+    return chunked_mle_loss(hidden, lm_head_weight, labels.masked_fill(~keep, IGNORE), lm_head_bias=lm_head_bias,
+                            chunk_size=chunk_size, num_items_in_batch=num_items_in_batch)
