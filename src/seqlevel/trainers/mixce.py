@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from seqlevel.losses import dft_loss, mixce_loss, mle_loss, tailr_loss
+from seqlevel.trainers.checkpointing import SafeCheckpointMixin
 from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
+from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
 
 OBJECTIVES = ("mle", "mixce", "tailr", "dft")
 
 
 @dataclass
-class MixCEConfig(TrainingArguments):
+class MixCEConfig(ReliabilityArgs, TrainingArguments):
     """Training arguments for :class:`MixCETrainer`; every ``TrainingArguments`` field works as usual.
 
     Args:
@@ -35,6 +37,8 @@ class MixCEConfig(TrainingArguments):
         dataset_text_field: the text column used when the dataset has no ``input_ids``.
         append_eos: append the tokenizer's ``<eos>`` to every example (it is trained, as in the MixCE code).
         model_init_kwargs: kwargs for ``AutoModelForCausalLM.from_pretrained`` when ``model`` is a string.
+        nonfinite_policy / nonfinite_check_grads / magnitude_limit / checkpoint_checksums: see
+            :class:`seqlevel.trainers.guards.ReliabilityArgs`.
     """
 
     objective: str = field(default="mixce", metadata={"help": "mle | mixce | tailr | dft"})
@@ -67,7 +71,7 @@ class MixCEConfig(TrainingArguments):
         super().__post_init__()
 
 
-class MixCETrainer(Trainer):
+class MixCETrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
     """``transformers.Trainer`` with a token-weighted objective chosen by ``args.objective``.
 
     Args:
@@ -136,4 +140,5 @@ class MixCETrainer(Trainer):
         loss = self.objective_loss(logits, labels[:, 1:], num_items_in_batch=num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # num_items_in_batch was summed over ranks
+        loss = self.check_finite(loss, {self.args.objective: loss})  # see trainers/guards.py
         return (loss, outputs) if return_outputs else loss

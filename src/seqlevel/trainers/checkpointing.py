@@ -1,0 +1,177 @@
+"""Checkpoints that are complete or ignored: a manifest written last, atomically, marks a checkpoint as whole.
+
+``transformers.Trainer`` writes ``checkpoint-N/`` file by file (weights, optimizer, scheduler, RNG, trainer
+state, and for SequenceMatch the replay buffer), so a run killed while saving leaves a directory that
+``get_last_checkpoint`` would pick and that may load as valid but be half-written. :class:`SafeCheckpointMixin`
+adds ``seqlevel_checkpoint.json`` (every file's name and size, optionally its sha256) after all of them, with a
+temporary-name-then-rename write; on resume
+
+* ``resume_from_checkpoint=True`` takes the newest checkpoint whose manifest verifies, warning about the
+  newer, incomplete ones it skips;
+* an explicit path must verify, else a ``ValueError`` names the directory and the file that is missing,
+  truncated, altered or unreadable.
+
+Older checkpoints are rotated (``save_total_limit``) only after the new manifest is written, so a kill during
+saving always leaves the previous complete checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from seqlevel.io import atomic_write_json
+
+MANIFEST = "seqlevel_checkpoint.json"
+_CKPT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+logger = logging.getLogger(__name__)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(checkpoint_dir: str, checksums: bool = False) -> dict:
+    """Write ``seqlevel_checkpoint.json`` listing every file under ``checkpoint_dir`` (relative path → size, and
+    sha256 when ``checksums``); returns the manifest. Call it after every file of the checkpoint is written."""
+    files = {}
+    for root, _, names in os.walk(checkpoint_dir):
+        for n in sorted(names):
+            if n == MANIFEST or n.startswith(".tmp-"):
+                continue
+            p = os.path.join(root, n)
+            rel = os.path.relpath(p, checkpoint_dir)
+            entry = {"size": os.path.getsize(p)}
+            if checksums:
+                entry["sha256"] = _sha256(p)
+            files[rel] = entry
+    manifest = {"format": 1, "files": dict(sorted(files.items()))}
+    atomic_write_json(os.path.join(checkpoint_dir, MANIFEST), manifest)
+    return manifest
+
+
+def verify_checkpoint(checkpoint_dir: str) -> None:
+    """Check that ``checkpoint_dir`` is a complete seqlevel checkpoint.
+
+    Every file in the manifest must exist with its recorded size (and sha256 when recorded), and every
+    ``.safetensors`` file must have a readable header.
+
+    Raises:
+        ValueError: naming the checkpoint and the offending file, with what to do instead.
+    """
+    if not os.path.isdir(checkpoint_dir):
+        raise ValueError(f"checkpoint {checkpoint_dir!r} is not a directory; pass a 'checkpoint-N' directory "
+                         "written by a seqlevel trainer, or resume_from_checkpoint=True for the last complete one")
+    path = os.path.join(checkpoint_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {checkpoint_dir!r} is incomplete: {MANIFEST} is missing, so the run was "
+                         "killed while saving it (or it was not written by a seqlevel trainer); resume from an "
+                         "earlier checkpoint, or pass resume_from_checkpoint=True to take the last complete one")
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        files = manifest["files"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"checkpoint {checkpoint_dir!r} has a corrupted manifest {path!r} ({e}); resume from an "
+                         "earlier checkpoint") from e
+    for rel, entry in files.items():
+        p = os.path.join(checkpoint_dir, rel)
+        if not os.path.isfile(p):
+            raise ValueError(f"checkpoint {checkpoint_dir!r} is corrupted: file {p!r} listed in its manifest is "
+                             "missing; resume from an earlier checkpoint")
+        size = os.path.getsize(p)
+        if size != entry["size"]:
+            raise ValueError(f"checkpoint {checkpoint_dir!r} is corrupted: file {p!r} has {size} bytes but was "
+                             f"saved with {entry['size']} (truncated or overwritten); resume from an earlier "
+                             "checkpoint")
+        if "sha256" in entry and _sha256(p) != entry["sha256"]:
+            raise ValueError(f"checkpoint {checkpoint_dir!r} is corrupted: file {p!r} does not match the sha256 "
+                             "recorded when it was saved; resume from an earlier checkpoint")
+        if p.endswith(".safetensors"):
+            _check_safetensors(p, checkpoint_dir)
+
+
+def _check_safetensors(p: str, checkpoint_dir: str) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(p, framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {checkpoint_dir!r} is corrupted: file {p!r} is not a readable safetensors "
+                         f"file ({e}); resume from an earlier checkpoint") from e
+
+
+def checkpoints(output_dir: str) -> list[str]:
+    """The ``checkpoint-N`` directories under ``output_dir``, newest (highest N) first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [(int(m.group(1)), n) for n in os.listdir(output_dir)
+             if (m := _CKPT_RE.match(n)) and os.path.isdir(os.path.join(output_dir, n))]
+    return [os.path.join(output_dir, n) for _, n in sorted(found, reverse=True)]
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint under ``output_dir`` that passes :func:`verify_checkpoint` (``None`` if none);
+    newer incomplete or corrupted ones are skipped with a warning that says why."""
+    for ckpt in checkpoints(output_dir):
+        try:
+            verify_checkpoint(ckpt)
+        except ValueError as e:
+            logger.warning("skipping %s: %s", ckpt, e)
+            continue
+        return ckpt
+    return None
+
+
+class SafeCheckpointMixin:
+    """Put before ``transformers.Trainer`` in the bases: ``class T(SafeCheckpointMixin, Trainer)``.
+
+    Reads ``args.checkpoint_checksums`` (default False: sizes only) from the config when it has that field.
+    """
+
+    def _save_checkpoint(self, model, trial) -> None:
+        args = self.args
+        limit = args.save_total_limit
+        args.save_total_limit = None  # rotate only once the new checkpoint is complete (below)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            args.save_total_limit = limit
+        run_dir = self._get_output_dir(trial=trial)
+        ckpt = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        self.accelerator.wait_for_everyone()  # every rank's RNG file is on disk before the manifest lists them
+        if args.should_save:
+            write_manifest(ckpt, checksums=bool(getattr(args, "checkpoint_checksums", False)))
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+    def resolve_checkpoint(self, resume_from_checkpoint):
+        """``True`` → the last complete checkpoint in ``output_dir``; a path → that path once it verifies."""
+        if resume_from_checkpoint is True:
+            ckpt = last_complete_checkpoint(self.args.output_dir)
+            if ckpt is None:
+                found = checkpoints(self.args.output_dir)
+                raise ValueError(f"resume_from_checkpoint=True but output_dir {self.args.output_dir!r} holds no "
+                                 f"complete checkpoint (found {len(found)} incomplete: {found}); train without "
+                                 "resume_from_checkpoint to start over")
+            return ckpt
+        if isinstance(resume_from_checkpoint, str | os.PathLike):
+            verify_checkpoint(os.fspath(resume_from_checkpoint))
+            return os.fspath(resume_from_checkpoint)
+        return resume_from_checkpoint
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        """``Trainer.train`` resuming only from complete checkpoints (see the module docstring)."""
+        return super().train(resume_from_checkpoint=self.resolve_checkpoint(resume_from_checkpoint), trial=trial,
+                             **kwargs)
