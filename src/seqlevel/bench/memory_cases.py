@@ -3,8 +3,10 @@
 * ``sequencematch``: the labels become one data row and one model row of a truncated trajectory (every slot a
   transition), so every slot needs ``V`` and ``Q``, as many projected slots as the MLE has targets; the loss is
   the trainer's ``½ BC + ½ SM`` from one chunked pass.
-* ``attribute``: CAT's ``CE + 0.15 · L_attr`` with a binary head (rank 32) gathered at the labels; the head is
-  built once per (V, d) outside the measurement, like the output projection.
+* ``attribute``: CAT's ``CE + 0.15 · L_attr`` with a binary head gathered at the labels; the head is built once
+  per (V, d) outside the measurement, like the output projection. Its rank is ``min(32, d // 8)`` (32 at the
+  default d = 256, the CAT setting): the head's ``(V, r)`` key table gets a gradient like the ``(V, d)``
+  projection, so a rank comparable to d (only possible in toy widths) would measure the head, not the loss.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def _head(V: int, d: int) -> torch.nn.Module:
     if (V, d) not in _HEADS:
         torch.manual_seed(0)
         _HEADS.clear()  # one vocabulary at a time
-        _HEADS[(V, d)] = AttributeHead(AttributeHeadConfig(kind="binary", vocab_size=V, hidden_size=d))
+        cfg = AttributeHeadConfig(kind="binary", vocab_size=V, hidden_size=d, rank=max(1, min(32, d // 8)))
+        _HEADS[(V, d)] = AttributeHead(cfg)
     return _HEADS[(V, d)]
 
 
