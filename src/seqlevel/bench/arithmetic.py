@@ -45,11 +45,11 @@ class BenchConfig:
     bc_warmup_steps: int = 800
     sm_weight: float = 0.5
     gamma: float = 0.9
-    sample_every: int = 8
-    rollouts_per_refresh: int = 64
-    replay_batch_size: int = 8
+    sample_every: int = 16
+    rollouts_per_refresh: int = 32
+    replay_batch_size: int = 4
     replay_buffer_size: int = 256
-    max_new_actions: int = 24
+    max_new_actions: int = 16
     noises: tuple[float, ...] = (0.0, 0.1, 0.25)
     noise_type: str = "task"
     seeds: tuple[int, ...] = (0, 1)

@@ -2,9 +2,10 @@
 
 A = :class:`seqlevel.trainers.SequenceMatchTrainer` in its SequenceMatch phase, exactly as in training: the
 step's batch is built by ``get_batch_samples`` (noise-augmented, encoded data rows + replay rows), the buffer is
-refreshed by the backtracking decoder every ``sample_every`` steps (so the rollouts' cost is amortised over the
-timed steps: with ``runs`` a multiple of ``sample_every`` every run window holds its share of refreshes), then
-forward, ``(1 − w)·BC + w·SM``, backward and an AdamW step.
+refreshed by the backtracking decoder every ``sample_every`` steps, then forward, ``(1 − w)·BC + w·SM``, backward
+and an AdamW step. One timed unit is a whole refresh cycle (``sample_every`` steps, exactly one refresh), so the
+rollouts' cost is amortised exactly rather than dropped by the median; B is the same number of MLE steps on the
+same batches, and the reported ratio is therefore the per-step ratio.
 
 B = plain MLE on the same examples, clean (no noise, no ``<bksp>``), the ordinary causal path (padding mask,
 no position ids, loss on the answer tokens): forward, backward and an AdamW step.
@@ -55,6 +56,7 @@ def sm_step_vs_mle(device: str = "cpu", quick: bool = False) -> SpeedCase:
         raise ValueError("sm-step-vs-mle runs the CPU benchmark configuration; use --device cpu")
     from seqlevel.losses import mle_loss
 
+    torch.set_num_threads(1)  # as the arithmetic bench: one thread avoids OpenMP spin-waits on a shared machine
     trainer, mle_model, data, cfg = _setup(quick)
     model = trainer.model
     model.train()
@@ -77,8 +79,8 @@ def sm_step_vs_mle(device: str = "cpu", quick: bool = False) -> SpeedCase:
 
     pad = 0
 
-    def mle_step():
-        idx = order[-1].tolist() if order else list(range(cfg.batch_size))
+    def mle_step(k: int):
+        idx = order[k].tolist()
         seqs = [data["prompt_ids"][i] + data["completion_ids"][i] for i in idx]
         plen = [len(data["prompt_ids"][i]) for i in idx]
         T = max(len(s) for s in seqs)
@@ -95,8 +97,28 @@ def sm_step_vs_mle(device: str = "cpu", quick: bool = False) -> SpeedCase:
         mle_opt.zero_grad(set_to_none=True)
         return loss
 
-    return SpeedCase(a=sm_step, b=mle_step, a_name="SequenceMatch step (rollouts amortised)",
-                     b_name="MLE step, same batch", description=(
+    k_sample = cfg.sample_every
+
+    def sm_cycle():  # one refresh cycle: sample_every optimizer steps, exactly one of them refreshes the buffer
+        del order[:]
+        for _ in range(k_sample):
+            sm_step()
+
+    def mle_cycle():  # the same batches, MLE (run after sm_cycle in each pair or before it: see below)
+        for k in range(k_sample):
+            mle_step(k)
+
+    first = [True]
+
+    def mle_cycle_safe():
+        if first[0] or len(order) < k_sample:  # B ran first in this pair: use the previous cycle's batches
+            first[0] = False
+            if len(order) < k_sample:
+                order[:] = [next(batches)["sm_index"] for _ in range(k_sample)]
+        mle_cycle()
+
+    return SpeedCase(a=sm_cycle, b=mle_cycle_safe, a_name=f"{k_sample} SequenceMatch steps incl. 1 refresh",
+                     b_name=f"{k_sample} MLE steps, same batches", description=(
                          f"arithmetic, {cfg.preset} {dict(cfg.model_overrides)}, batch {cfg.batch_size} data + "
                          f"{cfg.replay_batch_size} replay rows, {cfg.rollouts_per_refresh} rollouts every "
                          f"{cfg.sample_every} steps"))
