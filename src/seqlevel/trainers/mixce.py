@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 from seqlevel.losses import dft_loss, mixce_loss, mle_loss, tailr_loss
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
 from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
+from seqlevel.trainers.distributed import check_distributed_setup
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
 
 OBJECTIVES = ("mle", "mixce", "tailr", "dft")
@@ -105,6 +106,7 @@ class MixCETrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
                 from seqlevel.trainers.peft import check_rows_trainable
 
                 check_rows_trainable(model, vocab["<bksp>"])
+        check_distributed_setup(args, model)  # FSDP that wraps nothing, batches that do not split: fail here
         prep = dict(text_field=args.dataset_text_field, max_length=args.max_length, append_eos=args.append_eos)
         if train_dataset is not None:  # Trainer.train() itself refuses a missing train_dataset
             train_dataset = tokenize_dataset(train_dataset, processing_class, **prep)
