@@ -3,7 +3,9 @@
 A = :class:`seqlevel.trainers.SequenceMatchTrainer` in its SequenceMatch phase, exactly as in training: the
 step's batch is built by ``get_batch_samples`` (noise-augmented, encoded data rows + replay rows), the buffer is
 refreshed by the backtracking decoder every ``sample_every`` steps, then forward, ``(1 − w)·BC + w·SM``, backward
-and an AdamW step. One timed unit is a whole refresh cycle (``sample_every`` steps, exactly one refresh), so the
+and an AdamW step. The model first gets a short BC warm-up (150 steps, as
+Algorithm 1's first stage; an untrained model's rollouts run to ``max_new_actions``). One timed unit is a whole
+refresh cycle (``sample_every`` steps, exactly one refresh), so the
 rollouts' cost is amortised exactly rather than dropped by the median; B is the same number of MLE steps on the
 same batches, and the reported ratio is therefore the per-step ratio.
 
@@ -31,6 +33,7 @@ def _setup(quick: bool):
     from seqlevel.trainers import SequenceMatchConfig, SequenceMatchTrainer
 
     cfg = QUICK if quick else FULL
+    warm = 20 if quick else 150
     train, _ = make_splits(512, 1, seed=0, train_entropy=cfg.entropy, test_entropy=cfg.entropy, bases=cfg.bases)
     tok = arithmetic_tokenizer()
     ds = datasets.Dataset.from_dict(to_dataset_dict(train, tok))
@@ -39,12 +42,15 @@ def _setup(quick: bool):
     args = SequenceMatchConfig(
         output_dir="runs/speed_sm_step", report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True,
         seed=0, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr, p_noise=0.1,
-        noise_type=cfg.noise_type, bc_warmup_steps=0, sm_weight=cfg.sm_weight, gamma=cfg.gamma,
+        noise_type=cfg.noise_type, bc_warmup_steps=warm, max_steps=warm, sm_weight=cfg.sm_weight, gamma=cfg.gamma,
         sample_every=cfg.sample_every, rollouts_per_refresh=cfg.rollouts_per_refresh,
         replay_batch_size=cfg.replay_batch_size, replay_buffer_size=cfg.replay_buffer_size,
         max_new_actions=cfg.max_new_actions, dataloader_drop_last=True)
     trainer = SequenceMatchTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                                    noise_fn=task_noise(tok))
+    # Algorithm 1 reaches the SequenceMatch phase after BC warm-up; a short one makes the rollouts end with <eos>
+    # as in training (an untrained model rambles to max_new_actions, which would overstate the cost)
+    trainer.train()
     mle_tok = arithmetic_tokenizer()
     mle_model = tiny_model(cfg.preset, tokenizer=mle_tok, seed=0, **overrides)
     return trainer, mle_model, to_dataset_dict(train, mle_tok), cfg
