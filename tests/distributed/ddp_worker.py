@@ -37,7 +37,66 @@ def mixce(out_dir: str, per_device: int):
     return tr, model
 
 
-TRAINERS = {"mixce": mixce}
+def _dropout_off():
+    return dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+def _sm(out_dir: str, per_device: int, **overrides):
+    import datasets
+
+    from seqlevel.presets import byte_tokenizer, tiny_model
+    from seqlevel.trainers import SequenceMatchConfig, SequenceMatchTrainer
+
+    tok = byte_tokenizer()
+    model = tiny_model("tiny-gpt2", tokenizer=tok, seed=0, **_dropout_off())
+    ds = datasets.Dataset.from_dict({"prompt": [f"q{i}:" for i in range(16)],
+                                     "completion": [f"{i % 7} ab" + "c" * (i % 3) for i in range(16)]})
+    # Global settings are the same in both runs: 4 data rows and 4 replay rows per optimizer step, 4 rollouts per
+    # refresh shared by the ranks. Near-greedy rollouts (temperature 1e-6) make each rollout a function of its prompt,
+    # and a buffer exactly one replay batch deep makes every draw the whole (per-rank) buffer, so the union over
+    # ranks of what is trained on is the single process's batch whenever rollouts are split across ranks.
+    kw = dict(output_dir=os.path.join(out_dir, "run"), report_to="none", max_steps=3, per_device_train_batch_size=per_device,
+              learning_rate=1e-2, optim="sgd", logging_steps=1, save_strategy="no", use_cpu=True, seed=0,
+              disable_tqdm=True, dataloader_pin_memory=False, bc_warmup_steps=1, sm_weight=0.5, sample_every=1,
+              rollouts_per_refresh=4, replay_buffer_size=per_device, replay_batch_size=per_device,
+              rollout_temperature=1e-6, max_new_actions=6, p_noise=0.2, gamma=0.9, **_ddp_kwargs())
+    kw.update(overrides)
+    tr = SequenceMatchTrainer(model=model, args=SequenceMatchConfig(**kw), train_dataset=ds, processing_class=tok)
+    tr.train()
+    return tr, model
+
+
+def sequencematch(out_dir: str, per_device: int):
+    return _sm(out_dir, per_device)
+
+
+def sequencematch_bc(out_dir: str, per_device: int):
+    # the BC warm-up phase only (no rollouts): isolates the loss normalisation under DDP
+    return _sm(out_dir, per_device, bc_warmup_steps=100)
+
+
+def attribute(out_dir: str, per_device: int):
+    import datasets
+
+    from seqlevel.presets import byte_tokenizer, tiny_model
+    from seqlevel.trainers.attribute import AttributeConfig, AttributeTrainer
+
+    tok = byte_tokenizer()
+    model = tiny_model("tiny-gpt2", tokenizer=tok, seed=0, **_dropout_off())
+    texts = [f"review {i}: " + ("good " if i % 2 else "bad ") * (1 + i % 3) for i in range(16)]
+    args = AttributeConfig(output_dir=os.path.join(out_dir, "run"), report_to="none", max_steps=3,
+                           per_device_train_batch_size=per_device, learning_rate=1e-2, optim="sgd", logging_steps=1,
+                           save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, dataloader_pin_memory=False,
+                           attribute_kind="binary", attribute_lambda=0.5, **_ddp_kwargs())
+    torch.manual_seed(0)  # the head's initialisation
+    tr = AttributeTrainer(model, args=args, processing_class=tok,
+                          train_dataset=datasets.Dataset.from_dict({"text": texts, "attribute": [i % 2 for i in range(16)]}))
+    tr.train()
+    return tr, tr.model
+
+
+TRAINERS = {"mixce": mixce, "sequencematch": sequencematch, "sequencematch_bc": sequencematch_bc,
+            "attribute": attribute}
 
 
 def main():
@@ -45,7 +104,9 @@ def main():
     tr, model = TRAINERS[name](out_dir, per_device)
     if tr.is_world_process_zero():
         losses = [h["loss"] for h in tr.state.log_history if "loss" in h]
-        sd = {k: v.tolist() for k, v in model.state_dict().items() if k.endswith("wte.weight")}
+        model = getattr(model, "module", model)
+        sd = {k: v.tolist() for k, v in model.state_dict().items()
+              if k.endswith(("wte.weight", "token_keys", "query.weight"))}
         with open(os.path.join(out_dir, f"result-{os.environ.get('WORLD_SIZE', '1')}.json"), "w") as f:
             json.dump({"losses": losses, "weights": sd}, f)
 

@@ -2,6 +2,11 @@
 
 Tolerance: logged losses 1e-5 relative and weights 1e-5 absolute. The two runs see the same examples in each
 optimizer step, so they differ only by the order of floating-point sums in the gradient all-reduce.
+
+Cases: ``mixce``; ``sequencematch_bc`` (SequenceMatchTrainer in its BC warm-up: no rollouts); ``sequencematch``
+(1 BC step, then SM with a rollout refresh every step, 4 rollouts per refresh shared by the ranks); ``attribute``
+(AttributeTrainer, binary head, joint regime). The worker explains how the SM case makes the replay rows of the
+two runs identical when the trainer is DDP-correct.
 """
 
 import json
@@ -28,8 +33,26 @@ def _run(tmp_path, nproc: int, trainer: str, per_device: int):
         return json.load(f)
 
 
+_SM_COUNTS = ("SequenceMatchTrainer.get_batch_samples normalises BC by this rank's targets and SM by this rank's "
+              "data/model sequence counts, yet compute_loss multiplies by num_processes as if they were summed over "
+              "ranks: the 2-process loss and gradient are ~2x the single-process ones (fix: all-reduce the step's "
+              "(n_bc, n_d, n_m) in get_batch_samples, trainers/sequencematch.py, not owned by this test's author)")
+_SM_ROLLOUTS = ("SequenceMatchTrainer.refresh_buffer makes every rank generate rollouts_per_refresh rollouts from "
+                "prompts drawn with a process-dependent seed instead of its share of one global draw, besides the "
+                "count normalisation above (fix in trainers/sequencematch.py, not owned by this test's author)")
+_CAT_SYNC = ("AttributeTrainer.compute_loss runs accelerator.unwrap_model(model).base(...) instead of the "
+             "DDP-wrapped model, so DDP's forward never prepares the gradient all-reduce and each rank steps on its "
+             "own gradient; losses agree at step 1 and drift after (fix: call the wrapped model's forward, "
+             "trainers/attribute.py, not owned by this test's author)")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("trainer", ["mixce"])
+@pytest.mark.parametrize("trainer", [
+    "mixce",
+    pytest.param("sequencematch_bc", marks=pytest.mark.xfail(strict=True, reason=_SM_COUNTS)),
+    pytest.param("sequencematch", marks=pytest.mark.xfail(strict=True, reason=_SM_ROLLOUTS)),
+    pytest.param("attribute", marks=pytest.mark.xfail(strict=True, reason=_CAT_SYNC)),
+])
 def test_two_process_ddp_matches_single_process(tmp_path, trainer):
     single = _run(tmp_path, 1, trainer, per_device=4)
     ddp = _run(tmp_path, 2, trainer, per_device=2)
