@@ -16,20 +16,23 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from safetensors.torch import load_file
 from transformers import Trainer, TrainingArguments
 
 from seqlevel.attributes.estimate import expected_attribute
 from seqlevel.attributes.head import KINDS
-from seqlevel.attributes.model import AttributeModel
+from seqlevel.attributes.model import HEAD_WEIGHTS, AttributeModel
 from seqlevel.losses.attribute import attribute_loss, check_attribute_labels, consistency_loss
 from seqlevel.losses.token_weighted import mle_loss
+from seqlevel.trainers.checkpointing import SafeCheckpointMixin
 from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
+from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
 
 REGIMES = ("joint", "head_only")
 
 
 @dataclass
-class AttributeConfig(TrainingArguments):
+class AttributeConfig(ReliabilityArgs, TrainingArguments):
     """Training arguments for :class:`AttributeTrainer`; every ``TrainingArguments`` field works as usual.
 
     Args:
@@ -43,6 +46,8 @@ class AttributeConfig(TrainingArguments):
         head_rank: r of the factorised head. head_block_size: width of the attribute block (default d).
         attribute_field: dataset column with one label per sequence.
         max_length / dataset_text_field / append_eos: as in ``MixCEConfig``.
+        nonfinite_policy / nonfinite_check_grads / magnitude_limit / checkpoint_checksums: see
+            :class:`seqlevel.trainers.guards.ReliabilityArgs` (the head's outputs are the guarded magnitude).
     """
 
     attribute_kind: str = field(default="binary", metadata={"help": "binary | categorical | numeric"})
@@ -114,7 +119,7 @@ def _prepare(dataset, tokenizer, args: AttributeConfig):
     return ds.add_column("attribute", labels)
 
 
-class AttributeTrainer(Trainer):
+class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
     """``transformers.Trainer`` for CAT: overrides ``compute_loss`` (and saving, to write the head beside the base).
 
     Args:
@@ -170,6 +175,7 @@ class AttributeTrainer(Trainer):
                              output_hidden_states=True, use_cache=False)
         hidden = out.hidden_states[-1]  # (B, T, d)
         attr = model.head.gathered(hidden[:, :-1], nxt.clamp(min=0))  # (B, T-1, n_out): no (B, T, V, K) here
+        self._head_outputs = attr.detach()[mask]  # checked for blow-up by compute_loss (trainers/guards.py)
         kw = dict(num_items_in_batch=num_items_in_batch)
         y = inputs["attribute_labels"]
         losses = {"attribute": attribute_loss(attr, y, mask, a.attribute_kind, a.num_classes, **kw)}
@@ -192,7 +198,27 @@ class AttributeTrainer(Trainer):
             loss = loss + a.consistency_weight * losses["consistency"]
         if a.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # num_items_in_batch was summed over ranks
+        loss = self.check_finite(loss, losses, {"attribute_head": self._head_outputs})  # see trainers/guards.py
         return (loss, losses) if return_outputs else loss
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume what :meth:`_save` wrote: the base (full weights, or a PEFT adapter through ``Trainer``) and the
+        head beside it. ``Trainer``'s own loader would load the base's file into the joint model and match no key."""
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        weights = os.path.join(resume_from_checkpoint, "model.safetensors")
+        if os.path.isfile(weights):
+            result = model.base.load_state_dict(load_file(weights), strict=False)
+            by_storage: dict[int, list[str]] = {}
+            for k, v in model.base.state_dict().items():
+                by_storage.setdefault(v.data_ptr(), []).append(k)
+            tied = {k for ks in by_storage.values() if len(ks) > 1 for k in ks}  # saved once, under one name
+            if result.unexpected_keys or set(result.missing_keys) - tied:
+                raise ValueError(f"checkpoint {resume_from_checkpoint!r} does not match the model: missing "
+                                 f"{sorted(set(result.missing_keys) - tied)}, unexpected {result.unexpected_keys}; "
+                                 "resume with the base model the run was started with")
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model=model.base)
+        model.head.load_state_dict(load_file(os.path.join(resume_from_checkpoint, HEAD_WEIGHTS)))
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir

@@ -28,6 +28,8 @@ from seqlevel.backspace import add_backspace_token, augment_with_noise, collate,
 from seqlevel.decoding import generate
 from seqlevel.losses import bc_loss, sequencematch_loss
 from seqlevel.losses.sequencematch import DIVERGENCES, EOS_MODES
+from seqlevel.trainers.checkpointing import SafeCheckpointMixin
+from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
 from seqlevel.trainers.replay import ReplayBuffer, Rollout
 
 NOISE_TYPES = ("random", "task")
@@ -35,7 +37,7 @@ NOISE_ENCODINGS = ("environment", "action")
 
 
 @dataclass
-class SequenceMatchConfig(TrainingArguments):
+class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
     """Training arguments for :class:`SequenceMatchTrainer`; every ``TrainingArguments`` field works as usual.
 
     Args:
@@ -68,6 +70,8 @@ class SequenceMatchConfig(TrainingArguments):
             ``prompt``/``completion``.
         append_eos: append ``<eos>`` to completions that do not end with it.
         model_init_kwargs: kwargs for ``AutoModelForCausalLM.from_pretrained`` when ``model`` is a string.
+        nonfinite_policy / nonfinite_check_grads / magnitude_limit / checkpoint_checksums: see
+            :class:`seqlevel.trainers.guards.ReliabilityArgs` (V and r are the guarded magnitudes).
     """
 
     divergence: str = field(default="chi2_mix", metadata={"help": f"one of {DIVERGENCES}"})
@@ -210,7 +214,7 @@ def _context_length(model) -> int | None:
     return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
 
-class SequenceMatchTrainer(Trainer):
+class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
     """``transformers.Trainer`` running SequenceMatch's Algorithm 1 (see the module docstring).
 
     Args:
@@ -396,13 +400,17 @@ class SequenceMatchTrainer(Trainer):
         w = float(inputs.get("sm_weight", torch.tensor(0.0)))
         outputs = model(**model_inputs(inputs), use_cache=False)
         logits = outputs.logits  # (B, T, A): slot t scores labels[:, t], no shift
-        loss = bc_loss(logits, inputs, num_items_in_batch=n_bc) * (1.0 - w)
+        bc = bc_loss(logits, inputs, num_items_in_batch=n_bc)
+        loss = bc * (1.0 - w)
+        guarded, magnitudes = {"bc": bc}, {}
         log = self._sm_logs
         if w > 0:
             sm, terms = sequencematch_loss(logits, inputs, a.divergence, a.gamma, a.eos_handling,
                                            model_reg=a.model_reg, model_mix=a.model_mix,
                                            num_sequences=(n_d, n_m), return_terms=True)
             loss = loss + w * sm
+            guarded["sm"] = sm
+            magnitudes = {"V": terms["V"][terms["has_r"]], "r": terms["r"][terms["has_r"]]}
             is_d = inputs["is_data"][:, None]
             has_r = terms["has_r"]
             for name, sel in (("data", has_r & is_d), ("model", has_r & ~is_d)):
@@ -420,6 +428,7 @@ class SequenceMatchTrainer(Trainer):
                     float((inputs["labels"][dm] == self.backspace_id).float().mean()))
         if a.average_tokens_across_devices and self.accelerator.num_processes > 1:
             loss = loss * self.accelerator.num_processes
+        loss = self.check_finite(loss, guarded, magnitudes)  # see trainers/guards.py
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
