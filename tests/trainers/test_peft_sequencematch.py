@@ -1,0 +1,76 @@
+"""LoRA SequenceMatch on a tiny Llama (the paper's r=64, α=16): the <bksp> rows learn, the base stays frozen, and
+the adapter plus the extra rows round-trip through save_pretrained / from_pretrained."""
+
+from __future__ import annotations
+
+import inspect
+
+import datasets
+import pytest
+import torch
+from peft import PeftModel, get_peft_model
+
+from seqlevel.backspace import add_backspace_token
+from seqlevel.presets import byte_tokenizer, tiny_model
+from seqlevel.trainers import SequenceMatchConfig, SequenceMatchTrainer
+from seqlevel.trainers.peft import backspace_lora_config, check_rows_trainable
+
+
+def _base(tok):
+    model = tiny_model("tiny-llama", tokenizer=tok, seed=0)
+    return model, add_backspace_token(model, tok)
+
+
+def _logits(model, ids):
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+@pytest.mark.slow
+def test_lora_sequencematch_learns_backspace_row_and_round_trips(tmp_path):
+    tok = byte_tokenizer()
+    model, b = _base(tok)
+    cfg = backspace_lora_config(model, b)  # r=64, lora_alpha=16
+    assert (cfg.r, cfg.lora_alpha) == (64, 16)
+    probe = torch.tensor([tok("q3:1 ab", add_special_tokens=False)["input_ids"]])
+    before = _logits(model, probe)[0, :, b]  # (T,) the <bksp> logit along a prefix
+    if "peft_config" in inspect.signature(SequenceMatchTrainer.__init__).parameters:
+        trainer_model, peft_kw = model, {"peft_config": cfg}
+    else:  # the trainer takes no peft_config yet: wrap the model first (reported to the lead)
+        trainer_model, peft_kw = get_peft_model(model, cfg), {}
+    frozen = {n: p.detach().clone() for n, p in trainer_model.named_parameters() if not p.requires_grad}
+    ds = datasets.Dataset.from_dict({"prompt": [f"q{i}:" for i in range(8)],
+                                     "completion": [f"{i % 5} ab{'c' * (i % 3)}" for i in range(8)]})
+    args = SequenceMatchConfig(output_dir=str(tmp_path / "run"), report_to="none", max_steps=4,
+                               per_device_train_batch_size=4, learning_rate=5e-2, logging_steps=1,
+                               save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
+                               dataloader_pin_memory=False, bc_warmup_steps=2, sample_every=1,
+                               rollouts_per_refresh=4, replay_buffer_size=4, replay_batch_size=2, max_new_actions=6,
+                               p_noise=0.4, gamma=0.9)
+    tr = SequenceMatchTrainer(trainer_model, args=args, train_dataset=ds, processing_class=tok, **peft_kw)
+    pm = tr.model
+    assert isinstance(pm, PeftModel)
+    check_rows_trainable(pm, b)
+    trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "token_adapter" in n for n in trainable), trainable
+    rows0 = {n: p.detach().clone() for n, p in pm.named_parameters() if "trainable_tokens_delta" in n}
+    tr.train()
+
+    after = _logits(pm, probe)[0, :, b]
+    assert any("lm_head" in n for n in rows0) and any("embed_tokens" in n for n in rows0)
+    for n, p in pm.named_parameters():  # the <bksp> rows (input and output) moved
+        if n in rows0:
+            assert (p.detach() - rows0[n]).abs().max() > 1e-4, n
+    assert (after - before).abs().max() > 1e-3, "the <bksp> logit did not move"
+    for n, p in pm.named_parameters():
+        if n in frozen:
+            assert torch.equal(p.detach(), frozen[n]), f"base weight {n} changed"
+
+    pm.save_pretrained(str(tmp_path / "adapter"))
+    fresh, b2 = _base(byte_tokenizer())
+    assert b2 == b
+    loaded = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter"))
+    torch.testing.assert_close(_logits(loaded, probe), _logits(pm, probe), atol=1e-5, rtol=0)
+    full = torch.tensor([list(range(0, 250, 7))])
+    torch.testing.assert_close(_logits(loaded, full), _logits(pm, full), atol=1e-5, rtol=0)
