@@ -59,9 +59,10 @@ def test_lora_sequencematch_learns_backspace_row_and_round_trips(tmp_path):
 
     after = _logits(pm, probe)[0, :, b]
     assert any("lm_head" in n for n in rows0) and any("embed_tokens" in n for n in rows0)
-    for n, p in pm.named_parameters():  # the <bksp> rows (input and output) moved
-        if n in rows0:
-            assert (p.detach() - rows0[n]).abs().max() > 1e-4, n
+    # the <bksp> output row moved; the input row gets no gradient here, because the single-pass encoding (§4.3)
+    # never feeds <bksp> as an input (a backspace is a mask and position-id edit), so only the head row is asserted
+    moved = {n: float((p.detach() - rows0[n]).abs().max()) for n, p in pm.named_parameters() if n in rows0}
+    assert all(v > 1e-4 for n, v in moved.items() if "lm_head" in n), moved
     assert (after - before).abs().max() > 1e-3, "the <bksp> logit did not move"
     for n, p in pm.named_parameters():
         if n in frozen:
