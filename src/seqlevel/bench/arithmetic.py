@@ -142,6 +142,7 @@ def _deletes_first(actions, backspace_id: int) -> bool:
 def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test, output_dir: str) -> dict:
     """Train one model from scratch and evaluate it; returns one result row."""
     import datasets
+    from transformers import PrinterCallback
 
     from seqlevel.presets import tiny_model
     from seqlevel.tasks.arithmetic import arithmetic_tokenizer, task_noise, to_dataset_dict
@@ -166,6 +167,7 @@ def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test,
     )
     trainer = SequenceMatchTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                                    noise_fn=task_noise(tok))
+    trainer.remove_callback(PrinterCallback)  # stdout carries only the --json result
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
