@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "markov": ("seqlevel.bench.markov", "MixCE family on the bigram oracle task with known P"),
     "arithmetic": ("seqlevel.bench.arithmetic", "MLE vs BC vs SequenceMatch on add-or-sub-in-base, with recovery"),
     "memory": ("seqlevel.bench.memory", "peak memory of each loss at 32k/128k vocabularies vs chunked MLE"),
+    "gpu": ("seqlevel.bench.gpu", "CUDA: speed cases + bf16 tokens/s and MFU of MLE vs MixCE vs SequenceMatch"),
 }
 
 

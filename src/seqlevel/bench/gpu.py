@@ -1,0 +1,183 @@
+"""``seqlevel bench gpu``: tokens/s and model FLOPs utilisation of MLE vs MixCE vs SequenceMatch on one GPU.
+
+Runs (1) the ``seqlevel bench speed`` cases and (2) bf16 optimizer steps of a ~100M-parameter model built from a
+config (no download) for each objective on the same number of token slots:
+
+* ``mle``: causal LM, ``mle_loss`` on full logits;
+* ``mixce``: the same, ``mixce_loss(eta=0.5)``;
+* ``sequencematch``: an encoded batch with ~20% backspaces (4-D mask, position ids), half data / half model rows,
+  the trainer's ``½ BC + ½ SM`` on full logits;
+* ``sequencematch-chunked``: the same from the decoder's hidden states with the chunked (V, Q) loss
+  (:mod:`seqlevel.losses.chunked_sequencematch`), no ``(B, T, A)`` logits.
+
+MFU = ``6 · N · tokens/s ÷ peak FLOP/s`` with ``N`` the matmul parameters (every parameter but the input
+embedding; a tied output projection counts once) and attention-score FLOPs left out (the usual ``6N``
+approximation). ``--peak-flops`` defaults to 989e12, the H100 SXM dense bf16 figure; pass your GPU's own.
+``--dry-run`` (or ``--device cpu``) runs a tiny config for a few steps so the script can be checked without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import torch
+
+H100_BF16_DENSE_FLOPS = 989e12
+OBJECTIVES = ("mle", "mixce", "sequencematch", "sequencematch-chunked")
+# ~110M parameters: Llama-style, 12 x 768, tied 32k embeddings (GPT-2-small class)
+MODEL_100M = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                  num_key_value_heads=12, max_position_embeddings=2048, tie_word_embeddings=True)
+MODEL_TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)
+
+
+def build_model(tiny: bool, vocab_size: int, device: str, dtype: torch.dtype):
+    """A randomly initialised ``LlamaForCausalLM`` from :data:`MODEL_100M` (or :data:`MODEL_TINY`)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab_size, attn_implementation="sdpa", **(MODEL_TINY if tiny else MODEL_100M))
+    return LlamaForCausalLM(cfg).to(device=device, dtype=dtype)
+
+
+def matmul_params(model) -> int:
+    """Parameters that take part in a matmul per token: all but the input embedding (a tied head counts once)."""
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    n = sum(p.numel() for p in model.parameters())
+    return n if head.data_ptr() == emb.data_ptr() else n - emb.numel()
+
+
+def _sm_batch(B: int, T: int, V: int, dtype: torch.dtype, seed: int = 0) -> dict:
+    from seqlevel.backspace import collate, encode
+
+    rng, bk = random.Random(seed), V - 1
+    encs = []
+    for b in range(B):
+        prompt = [rng.randrange(3, bk) for _ in range(8)]
+        acts = [bk if rng.random() < 0.2 else rng.randrange(3, bk) for _ in range(T - len(prompt))]
+        encs.append(encode(prompt, acts, bk, is_data=b % 2 == 0))
+    return collate(encs, pad_id=0, dtype=dtype)
+
+
+def make_step(objective: str, model, B: int, T: int, device: str, dtype: torch.dtype):
+    """One AdamW step of ``objective`` on a fixed batch of ``B × T`` slots; returns a zero-argument callable."""
+    from seqlevel.backspace import model_inputs
+    from seqlevel.losses import bc_loss, mixce_loss, mle_loss, sequencematch_loss
+    from seqlevel.losses.chunked_sequencematch import chunked_sequencematch_loss
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose from {OBJECTIVES}")
+    V = model.get_output_embeddings().weight.shape[0]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, V - 1, (B, T), generator=g).to(device)
+    batch = {k: v.to(device) for k, v in _sm_batch(B, T, V, dtype).items()}
+    inputs = model_inputs(batch)
+
+    def loss_fn():
+        if objective in ("mle", "mixce"):
+            logits = model(input_ids=ids, use_cache=False).logits[:, :-1]  # (B, T-1, V)
+            return mle_loss(logits, ids[:, 1:]) if objective == "mle" else mixce_loss(logits, ids[:, 1:], 0.5)
+        if objective == "sequencematch":
+            logits = model(**inputs, use_cache=False).logits  # (B, T, A): slot t scores labels[:, t]
+            return 0.5 * bc_loss(logits, batch) + 0.5 * sequencematch_loss(logits, batch)
+        hidden = model.model(**inputs, use_cache=False).last_hidden_state  # (B, T, d): no logits
+        return 0.5 * chunked_sequencematch_loss(hidden, model.lm_head.weight, batch, bc_weight=1.0, chunk_size=2048)
+
+    def step():
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def time_objective(objective: str, model, B: int, T: int, device: str, dtype: torch.dtype, steps: int,
+                   warmup: int, peak_flops: float) -> dict:
+    """Median step time, tokens/s and MFU of ``objective`` (see the module docstring for the FLOP count)."""
+    step = make_step(objective, model, B, T, device, dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    med = sorted(times)[len(times) // 2]
+    tps = B * T / med
+    n = matmul_params(model)
+    out = {"objective": objective, "step_s": med, "tokens_per_s": tps, "mfu": 6 * n * tps / peak_flops,
+           "loss": float(loss.detach().float())}
+    if device.startswith("cuda"):
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cuda", help="torch device (default cuda); cpu runs the tiny config")
+    p.add_argument("--dry-run", action="store_true", help="tiny config, 2 steps, CPU unless --device says otherwise")
+    p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
+    p.add_argument("--seq-len", type=int, default=1024, help="token slots per sequence (default 1024)")
+    p.add_argument("--vocab-size", type=int, default=32000, help="vocabulary incl. <bksp> (default 32000)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per objective (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--peak-flops", type=float, default=H100_BF16_DENSE_FLOPS,
+                   help="peak FLOP/s of the device for MFU (default 989e12: H100 SXM dense bf16)")
+    p.add_argument("--objectives", default=",".join(OBJECTIVES), help=f"comma list from {OBJECTIVES}")
+    p.add_argument("--speed-cases", default=None,
+                   help="comma list of `seqlevel bench speed` cases to run first (default: all; none in --dry-run)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    device = "cpu" if args.dry_run and args.device == "cuda" else args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("seqlevel bench gpu needs CUDA, which is not available here; run it on a GPU machine, or "
+                         "pass --dry-run (tiny config on CPU) to check the script")
+    tiny = args.dry_run or device == "cpu"
+    objectives = [o for o in args.objectives.split(",") if o]
+    bad = [o for o in objectives if o not in OBJECTIVES]
+    if bad:
+        raise ValueError(f"unknown objective(s) {bad}; choose from {OBJECTIVES}")
+    B, T, V = (2, 32, 256) if tiny else (args.batch, args.seq_len, args.vocab_size)
+    steps, warmup = (2, 1) if args.dry_run else (args.steps, args.warmup)
+    from seqlevel.bench import speed
+
+    cases = sorted(speed.CASES) if args.speed_cases is None and not args.dry_run else \
+        [c for c in (args.speed_cases or "").split(",") if c]
+    result = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+              "dtype": "bfloat16", "peak_flops": args.peak_flops, "batch": B, "seq_len": T, "vocab_size": V,
+              "speed_cases": [], "steps": []}
+    for name in cases:
+        case = speed.build_case(name, device=device, quick=tiny)
+        result["speed_cases"].append({"case": name, **speed.measure(case, runs=steps if tiny else 20,
+                                                                     warmup=warmup)})
+    model = build_model(tiny, V, device, torch.bfloat16)
+    model.train()
+    result["params"] = sum(p.numel() for p in model.parameters())
+    result["matmul_params"] = matmul_params(model)
+    for obj in objectives:
+        result["steps"].append(time_objective(obj, model, B, T, device, torch.bfloat16, steps, warmup,
+                                              args.peak_flops))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"device {result['device']}, bf16, {result['params'] / 1e6:.1f}M params, batch {B}x{T}, V={V}, "
+          f"peak {args.peak_flops:.3g} FLOP/s")
+    for c in result["speed_cases"]:
+        print(f"  speed {c['case']:<32} ratio {c['ratio_median']:.3f}")
+    print(f"  {'objective':<24}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}")
+    for s in result["steps"]:
+        print(f"  {s['objective']:<24}{s['step_s'] * 1e3:>10.1f}{s['tokens_per_s']:>12.0f}{s['mfu']:>8.3f}")
+    return 0
