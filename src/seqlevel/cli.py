@@ -95,6 +95,18 @@ def _add_demo(sub) -> None:
     p.add_argument("--output-dir", default="runs/demo", help="where the report and pictures go")
 
 
+def _add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="per-token attribute estimates, credits and counterfactuals of a text (CAT)")
+    p.add_argument("--model", required=True, help="directory written by AttributeModel.save_pretrained")
+    p.add_argument("--text", required=True, help="the text to explain")
+    p.add_argument("--tokenizer", default=None, help="tokenizer name/path (default: the model directory)")
+    p.add_argument("--target", type=int, default=None, help="class whose credit/deltas are shown")
+    p.add_argument("--positions", type=int, nargs="*", default=None,
+                   help="token positions for counterfactuals (default: the 3 largest |credit|)")
+    p.add_argument("--top", type=int, default=3, help="alternatives per position (default 3)")
+    p.add_argument("--output", default="explain.png", help="where the PNG goes (default explain.png)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqlevel", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"seqlevel {__version__}")
@@ -104,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_evaluate(sub)
     _add_demo(sub)
+    _add_explain(sub)
     return parser
 
 
@@ -138,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             from seqlevel.metrics.evaluate import cli_evaluate
 
             return cli_evaluate(args)
+        if args.command == "explain":
+            from seqlevel.attributes.explain import cli_explain
+
+            return cli_explain(args)
         if args.command == "demo":
             from seqlevel.demo import run_demo
 

@@ -116,18 +116,33 @@ class AttributeHead(nn.Module):
         return (q * keys.unsqueeze(-2)).sum(-1) + self.token_bias[tokens] + c
 
     def all_candidates(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Head outputs for every candidate: ``hidden (..., d)`` -> ``(..., V, n_out)`` (inference only)."""
-        q, c = self.features(hidden)
-        out = torch.einsum("...kr,vr->...vk", q, self.token_keys)  # (..., V, n_out)
-        return out + self.token_bias + c.unsqueeze(-2)
+        """Head outputs for every candidate: ``hidden (..., d)`` -> ``(..., V, n_out)`` (inference only).
+
+        Computed as one ``(..., n_out, r) @ (r, V)`` matmul into a contiguous ``(..., n_out, V)`` tensor and returned
+        as a transposed *view* (no copy); :func:`to_distribution` works on that layout directly.
+        """
+        q, c = self.features(hidden)  # (..., n_out, r), (..., n_out)
+        lead, (n, r) = q.shape[:-2], q.shape[-2:]
+        out = (q.reshape(-1, r) @ self.token_keys.t()).view(*lead, n, -1)  # one GEMM -> (..., n_out, V)
+        out = out.add_(self.token_bias.t()).add_(c.unsqueeze(-1))
+        return out.transpose(-1, -2)
 
 
 def to_distribution(raw: torch.Tensor, kind: str) -> torch.Tensor:
-    """Raw head outputs ``(..., n_out)`` -> class probabilities ``(..., K)``, or ``(mean, variance)`` if numeric."""
+    """Raw head outputs ``(..., n_out)`` -> class probabilities ``(..., K)``, or ``(mean, variance)`` if numeric.
+
+    When ``raw`` is the transposed view :meth:`AttributeHead.all_candidates` returns, the work is done in its
+    contiguous ``(..., n_out, V)`` layout and a transposed view is returned (same values, no strided softmax).
+    """
     raw = raw.float()
     if kind == "binary":
         p1 = torch.sigmoid(raw[..., 0])
-        return torch.stack([1 - p1, p1], dim=-1)
+        return torch.stack([1 - p1, p1], dim=-2).transpose(-1, -2)  # (..., 2) as a view of (2, ...) rows
+    if raw.dim() >= 2 and not raw.is_contiguous() and raw.transpose(-1, -2).is_contiguous():
+        kv = raw.transpose(-1, -2)  # (..., n_out, V)
+        if kind == "categorical":
+            return kv.softmax(-2).transpose(-1, -2)
+        return torch.cat([kv[..., 0:1, :], kv[..., 1:2, :].exp()], dim=-2).transpose(-1, -2)
     if kind == "categorical":
         return raw.softmax(-1)
     return torch.stack([raw[..., 0], raw[..., 1].exp()], dim=-1)

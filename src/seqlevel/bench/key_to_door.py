@@ -4,9 +4,11 @@ Per seed: 10,000 uniform-random trajectories (:func:`seqlevel.tasks.key_to_door.
 models of the same architecture (a small GPT-2 over the trajectory tokens) trained with
 :class:`~seqlevel.trainers.AttributeTrainer`:
 
-* **CAT**: ``CE + λ·L_attr`` on all trajectories, win/loss as a binary attribute; played with the product rule
+* **CAT**: ``CE + λ·L_attr (+ μ·L_consistency)`` on all trajectories, win/loss as a binary attribute (by default
+  with the NADO one-step consistency term, which the paper's CAT does not have; ``--consistency 0`` turns it
+  off); played with the product rule
   ``p(a)·P(win | a)^α`` restricted to the four action tokens, greedily (α large = one-step policy improvement);
-* **BC**: ``λ = 0`` (plain next-token CE) on all trajectories, greedy actions;
+* **BC**: ``λ = 0`` (plain next-token CE) on all trajectories (``--bc-epochs``), greedy actions;
 * **%BC**: ``λ = 0`` on the successful trajectories only (≈3%), greedy actions;
 * **random**: uniform actions.
 
@@ -39,9 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=float, default=8.0, help="training epochs for CAT and BC (default 8)")
     p.add_argument("--attribute-lambda", type=float, default=1.0, help="λ of the CAT model (default 1.0)")
     p.add_argument("--alpha", type=float, default=16.0, help="α of the CAT product rule (default 16)")
+    p.add_argument("--consistency", type=float, default=1.0,
+                   help="weight of the NADO one-step consistency term for CAT (default 1.0; 0 = the paper's CAT)")
+    p.add_argument("--bc-epochs", type=float, default=1.0, help="training epochs for BC (default 1)")
+    p.add_argument("--model-dir", default=None, help="also save the CAT model of the first seed here")
 
 
-def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_only: bool = False) -> AttributeModel:
+def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_only: bool = False,
+           consistency: float = 0.0) -> AttributeModel:
     import datasets
 
     from seqlevel.presets import tiny_model
@@ -58,7 +65,8 @@ def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_on
                           per_device_train_batch_size=64, learning_rate=3e-3, lr_scheduler_type="cosine",
                           warmup_steps=min(50, steps // 10), logging_steps=max(steps // 4, 1), save_strategy="no",
                           use_cpu=True, seed=seed, disable_tqdm=True, attribute_kind="binary",
-                          attribute_lambda=lam, head_rank=16, append_eos=False, max_length=128)
+                          attribute_lambda=lam, consistency_weight=consistency, head_rank=16, append_eos=False,
+                          max_length=128)
     tr = AttributeTrainer(base, args=cfg, train_dataset=ds,
                           data_collator=AttributeCollator(ktd.PAD, "binary"))
     tr.train()
@@ -96,7 +104,9 @@ def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, a
                 choice = scores.argmax(-1)
             a = (choice - ktd.ACTION0).numpy()
         obs, _ = env.step(a)
-        feed = torch.tensor(np.stack([ktd.ACTION0 + a, obs], 1))
+        # same token layout as the training data: no observation inside the empty room (all episodes are in step)
+        in_room2 = bool((env.phase[~env.done] == 2).all()) if (~env.done).any() else False
+        feed = torch.tensor((ktd.ACTION0 + a)[:, None] if in_room2 else np.stack([ktd.ACTION0 + a, obs], 1))
         ids = torch.cat([ids, feed], 1)
         step += 1
     wins = env.success
@@ -116,8 +126,10 @@ def run(args: argparse.Namespace) -> int:
     for seed in args.seeds:
         t0 = time.perf_counter()
         data = ktd.random_trajectories(n_train, seed)
-        cat = _train(data, seed, args.attribute_lambda, epochs, args.quick)
-        bc = _train(data, seed, 0.0, epochs, args.quick)
+        cat = _train(data, seed, args.attribute_lambda, epochs, args.quick, consistency=args.consistency)
+        if args.model_dir and seed == args.seeds[0]:
+            cat.save_pretrained(args.model_dir)
+        bc = _train(data, seed, 0.0, 0.5 if args.quick else args.bc_epochs, args.quick)
         pct = _train(data, seed, 0.0, epochs * 10, args.quick, successes_only=True)
         timings[str(seed)] = {"train_seconds": time.perf_counter() - t0}
         t0 = time.perf_counter()

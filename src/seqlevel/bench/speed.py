@@ -21,6 +21,7 @@ import torch
 
 CASES: dict[str, str] = {
     "mixce-vs-mle": "seqlevel.bench.speed_cases:mixce_vs_mle",
+    "cat-estimate-vs-forward": "seqlevel.bench.speed_cases_cat:cat_estimate_vs_forward",
     "sm-step-vs-mle": "seqlevel.bench.speed_cases_sm_step:sm_step_vs_mle",
     "decode-vs-hf": "seqlevel.bench.speed_cases_decoding:decode_vs_hf",
     "decode-backspace-vs-recompute": "seqlevel.bench.speed_cases_decoding:decode_backspace_vs_recompute",

@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=200, help="generated reviews per target star and method")
     p.add_argument("--alpha", type=float, default=4.0, help="α of the product rule (default 4)")
     p.add_argument("--tau", type=float, default=0.8, help="τ of the satisficing rule (demo: 0.8)")
-    p.add_argument("--epsilon", type=float, default=1e-3, help="ε of the satisficing rule (demo: 0.001)")
-    p.add_argument("--top-k", type=int, default=20, help="k of the satisficing rule (demo: 20)")
+    p.add_argument("--epsilon", type=float, default=1e-2, help="ε of the satisficing rule (demo: 0.001 for a 50k vocabulary)")
+    p.add_argument("--top-k", type=int, default=5, help="k of the satisficing rule (demo: 20 for a 50k vocabulary)")
     p.add_argument("--backtrack-threshold", type=float, default=0.1, help="credit drop that triggers <bksp>")
 
 

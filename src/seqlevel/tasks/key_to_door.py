@@ -15,9 +15,10 @@ Reconstruction ``KTD-DT-v0`` of tasks.md §B.7 (the DT paper gives no geometry; 
 Uniform-random play succeeds about 3% of the time (B.7 calibration: P(key) ≈ 0.11, P(door | key) ≈ 0.27 for
 (16, 15); :func:`random_success_rate` measures it).
 
-**Trajectories as tokens**: ``<bos> KEY_k OBS a OBS a ... OBS a [OBS] <eos>``; ``KEY_k`` tells where the key is,
-``OBS`` is the agent's cell in the current room (in phase 1 also whether the key is still lying there), ``a`` the
-action. The attribute is win (1) / loss (0). The dataset holds 10,000 uniform-random trajectories.
+**Trajectories as tokens**: ``<bos> KEY_k OBS a OBS a ... a a a ... OBS a <eos>``; ``KEY_k`` tells where the key
+is, ``OBS`` is the agent's cell in the current room (in phase 1 also whether the key is still lying there), ``a``
+the action. Inside the empty room only actions are written (its cells carry no information; this keeps episodes
+at 85 tokens instead of 105, which matters on CPU). The attribute is win (1) / loss (0). The dataset holds 10,000 uniform-random trajectories.
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def random_trajectories(n: int = 10_000, seed: int = 0) -> Trajectories:
         a = rng.integers(0, 4, n)
         obs, _ = env.step(a)
         cols.append(np.where(live, ACTION0 + a, -1))
-        cols.append(np.where(~env.done, obs, -1))  # an episode that just ended gets no next observation
+        # no observation after a win (the episode ended) or inside the empty room (nothing there to see)
+        cols.append(np.where(~env.done & (env.phase != 2), obs, -1))
     grid = np.stack(cols, 1)  # (n, L); -1 = nothing
     toks = [[int(x) for x in row if x >= 0] + [EOS] for row in grid]
     return Trajectories(tokens=toks, success=env.success.copy(), key_step=env.key_step.copy())

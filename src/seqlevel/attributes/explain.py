@@ -1,0 +1,140 @@
+"""``seqlevel explain``: per-token attribute estimates, credits and top counterfactuals of one text, as a table + PNG.
+
+Everything comes from one forward pass of an :class:`~seqlevel.attributes.AttributeModel` (notes §2.2-2.3): the
+estimate ``P(a | x≤t)``, the expectation before the token ``E_t`` and the credit ``c_t = P(a | x≤t) − E_t``; at
+chosen positions, the most likely alternatives ``v`` and their deltas ``P(a | x<t, v) − P(a | x≤t)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from seqlevel.attributes.estimate import Counterfactual, counterfactuals, trace
+from seqlevel.attributes.model import AttributeModel
+
+
+@dataclass
+class Explanation:
+    """``tokens``; ``estimate``/``credit`` ``(T, K)`` (row 0 NaN); ``counterfactuals``: position -> rows."""
+
+    tokens: list[str]
+    estimate: torch.Tensor
+    credit: torch.Tensor
+    token_probs: torch.Tensor
+    target: int
+    counterfactuals: dict[int, list[Counterfactual]]
+
+    def table(self) -> str:
+        """A plain-text table: one line per token, then the counterfactual blocks."""
+        K = self.estimate.shape[-1]
+        head = "  t  token            p(x_t)   " + " ".join(f"P(a={k})" for k in range(K)) + f"   credit(a={self.target})"
+        lines = [head]
+        for t, tok in enumerate(self.tokens):
+            if t == 0:
+                lines.append(f"{t:3d}  {tok:<15s}       -   (prefix start)")
+                continue
+            est = " ".join(f"{float(v):6.3f}" for v in self.estimate[t])
+            lines.append(f"{t:3d}  {tok:<15s}  {float(self.token_probs[t]):6.3f}   {est}   "
+                         f"{float(self.credit[t, self.target]):+7.3f}")
+        for pos, rows in self.counterfactuals.items():
+            lines.append(f"counterfactuals at t={pos} (realised {self.tokens[pos]!r}): token, p, Δ P(a={self.target})")
+            for r in rows[1:]:
+                lines.append(f"     {self._name(r.token_id):<15s}  {r.prob:6.3f}   {r.delta[self.target]:+7.3f}")
+        return "\n".join(lines)
+
+    _names: dict[int, str] | None = None
+
+    def _name(self, token_id: int) -> str:
+        return (self._names or {}).get(token_id, str(token_id))
+
+
+def explain(model: AttributeModel, tokenizer, text: str, *, target: int | None = None,
+            positions: list[int] | None = None, top: int = 3, output_png: str | None = None) -> Explanation:
+    """Explain ``text`` under ``model``: estimates, credits and counterfactual alternatives.
+
+    Args:
+        model: an :class:`AttributeModel`. tokenizer: its tokenizer (``<bos>`` is prepended if it has one and the
+            text does not start with it).
+        target: the class whose credit and deltas are reported (default: 1 for binary, the last class for
+            categorical, the mean for numeric).
+        positions: where to list counterfactuals (default: the 3 tokens with the largest |credit|).
+        top: alternatives per position (the most likely under p).
+        output_png: where to write the figure (nothing is written if None).
+
+    Returns:
+        An :class:`Explanation` (``.table()`` for the printed form).
+    """
+    K = model.head.config.num_classes if model.kind != "numeric" else 2
+    if target is None:
+        target = {"binary": 1, "categorical": K - 1, "numeric": 0}[model.kind]
+    if not 0 <= target < K:
+        raise ValueError(f"target class {target} is not one of the head's classes 0..{K - 1}")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    if len(ids) < 2:
+        raise ValueError(f"text {text!r} has fewer than 2 tokens after tokenisation; nothing to explain")
+    x = torch.tensor(ids, device=next(model.parameters()).device)
+    tr = trace(model, x[None])
+    est, credit, tp = tr.estimate[0].cpu(), tr.credit[0].cpu(), tr.token_probs[0].cpu()
+    if positions is None:
+        order = credit[1:, target].abs().argsort(descending=True) + 1
+        positions = sorted(int(t) for t in order[:3])
+    for pos in positions:
+        if not 1 <= pos < len(ids):
+            raise ValueError(f"position {pos} is outside 1..{len(ids) - 1} (position 0 is the first token)")
+    cfs = {pos: counterfactuals(model, x, pos, top=top, target=target) for pos in positions}
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    ex = Explanation(tokens=tokens, estimate=est, credit=credit, token_probs=tp, target=target, counterfactuals=cfs)
+    ex._names = {r.token_id: tokenizer.convert_ids_to_tokens(r.token_id) for rows in cfs.values() for r in rows}
+    if output_png:
+        _plot(ex, output_png, model.kind)
+    return ex
+
+
+def _plot(ex: Explanation, path: str, kind: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    T = len(ex.tokens)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 0.45 * T), 6), sharex=True)
+    xs = list(range(1, T))
+    if kind == "numeric":
+        ax1.plot(xs, ex.estimate[1:, 0].numpy(), marker="o", label="mean")
+    else:
+        for k in range(ex.estimate.shape[-1]):
+            ax1.plot(xs, ex.estimate[1:, k].numpy(), marker="o", lw=2 if k == ex.target else 1, label=f"P(a={k})")
+    ax1.set_ylabel("attribute estimate")
+    ax1.legend(fontsize=7, ncol=5)
+    c = ex.credit[1:, ex.target].numpy()
+    ax2.bar(xs, c, color=["tab:green" if v >= 0 else "tab:red" for v in c])
+    ax2.axhline(0, color="k", lw=0.5)
+    ax2.set_ylabel(f"credit (a={ex.target})")
+    ax2.set_xticks(xs)
+    ax2.set_xticklabels(ex.tokens[1:], rotation=60, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cli_explain(args) -> int:
+    """``seqlevel explain``: load a saved AttributeModel + tokenizer, print the table, write the PNG."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    if not os.path.isdir(args.model):
+        raise FileNotFoundError(f"model directory {args.model!r} not found; pass a directory written by "
+                                "AttributeModel.save_pretrained (e.g. --model-dir of 'seqlevel bench steering')")
+    model = AttributeModel.from_pretrained(args.model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    ex = explain(model, tokenizer, args.text, target=args.target, positions=args.positions, top=args.top,
+                 output_png=args.output)
+    print(ex.table())
+    print(f"figure written to {args.output}")
+    return 0
