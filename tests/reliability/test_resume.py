@@ -149,7 +149,7 @@ def test_explicit_resume_from_corrupted_checkpoint_names_the_file(tmp_path, refe
     assert isinstance(trainer.args, MixCEConfig) and isinstance(trainer, MixCETrainer)
     with pytest.raises(ValueError, match=r"optimizer\.pt' has 0 bytes"):
         trainer.train(resume_from_checkpoint=str(ckpt))
-    with pytest.raises(ValueError, match=r"holds no complete checkpoint \(found 1 incomplete"):
+    with pytest.raises(ValueError, match=r"holds no complete checkpoint \(1 incomplete or corrupted"):
         trainer.train(resume_from_checkpoint=True)
 
 

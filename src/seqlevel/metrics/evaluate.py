@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+
+from seqlevel.io import atomic_write_json, atomic_write_text
 
 BACKSPACE_TOKEN = "<bksp>"
 
@@ -35,15 +36,6 @@ class EvalConfig:
     seed: int = 0
     batch_size: int = 16
     output_dir: str = "runs/evaluate"
-
-
-def _atomic_write(path: str, text: str) -> None:
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
 
 
 def _texts(data: str) -> list[str]:
@@ -147,8 +139,9 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
                     num_buckets=max(2, min(50, n // 10)), kmeans_num_redo=1, kmeans_max_iter=100, seed=cfg.seed)
         metrics["mauve"] = float(res.mauve)
         metrics["featurizer"] = cfg.featurizer or cfg.model
-    _atomic_write(os.path.join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    _atomic_write(os.path.join(cfg.output_dir, "report.md"), _report(metrics, human[:3], model_texts[:3]))
+    # atomic: readers (and a run killed mid-write) see the old file or the whole new one, never half of it
+    atomic_write_json(os.path.join(cfg.output_dir, "metrics.json"), metrics)
+    atomic_write_text(os.path.join(cfg.output_dir, "report.md"), _report(metrics, human[:3], model_texts[:3]))
     return metrics
 
 

@@ -162,9 +162,11 @@ class SafeCheckpointMixin:
             ckpt = last_complete_checkpoint(self.args.output_dir)
             if ckpt is None:
                 found = checkpoints(self.args.output_dir)
+                what = (f"{len(found)} incomplete or corrupted: {[os.path.basename(c) for c in found]}" if found
+                        else "no checkpoint-N directory")
                 raise ValueError(f"resume_from_checkpoint=True but output_dir {self.args.output_dir!r} holds no "
-                                 f"complete checkpoint (found {len(found)} incomplete: {found}); train without "
-                                 "resume_from_checkpoint to start over")
+                                 f"complete checkpoint ({what}); train without resume_from_checkpoint (--resume) "
+                                 "to start over")
             return ckpt
         if isinstance(resume_from_checkpoint, str | os.PathLike):
             verify_checkpoint(os.fspath(resume_from_checkpoint))
