@@ -50,6 +50,7 @@ def _tokenize(world: ReviewWorld, words_list: list[list[str]]):
 def review_model(args: argparse.Namespace, world: ReviewWorld) -> tuple[AttributeModel, float]:
     """The CAT model for ``reviews`` (trained with AttributeTrainer, or loaded); returns it and training seconds."""
     import datasets
+    from transformers import PrinterCallback
 
     from seqlevel.presets import tiny_model
     from seqlevel.trainers import AttributeConfig, AttributeTrainer
@@ -72,6 +73,7 @@ def review_model(args: argparse.Namespace, world: ReviewWorld) -> tuple[Attribut
                           head_rank=16, max_length=64)
     t0 = time.perf_counter()
     tr = AttributeTrainer(base, args=cfg, train_dataset=ds, processing_class=world.tokenizer)
+    tr.remove_callback(PrinterCallback)  # stdout carries only the --json result
     tr.train()
     seconds = time.perf_counter() - t0
     model = tr.model.eval()

@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_only: bool = False,
            consistency: float = 0.0) -> AttributeModel:
     import datasets
+    from transformers import PrinterCallback
 
     from seqlevel.presets import tiny_model
     from seqlevel.trainers import AttributeConfig, AttributeTrainer
@@ -60,7 +61,7 @@ def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_on
                                      "attribute": [int(data.success[i]) for i in keep]})
     base = tiny_model("tiny-gpt2", vocab_size=ktd.VOCAB_SIZE, n_embd=64, n_layer=2, n_head=4, seed=seed,
                       bos_token_id=ktd.BOS, eos_token_id=ktd.EOS, pad_token_id=ktd.PAD)
-    steps = max(int(epochs * len(keep) / 64), 20 if successes_only else 1)
+    steps = max(int(epochs * len(keep) / 64), 20 if successes_only and not quick else 1)
     cfg = AttributeConfig(output_dir="runs/ktd_tmp", report_to="none", max_steps=steps,
                           per_device_train_batch_size=64, learning_rate=3e-3, lr_scheduler_type="cosine",
                           warmup_steps=min(50, steps // 10), logging_steps=max(steps // 4, 1), save_strategy="no",
@@ -69,6 +70,7 @@ def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_on
                           max_length=128)
     tr = AttributeTrainer(base, args=cfg, train_dataset=ds,
                           data_collator=AttributeCollator(ktd.PAD, "binary"))
+    tr.remove_callback(PrinterCallback)  # stdout carries only the --json result
     tr.train()
     return tr.model.eval()
 
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--alpha must be >= 0, got {args.alpha}")
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    episodes = 50 if args.quick else args.episodes
+    episodes = 20 if args.quick else args.episodes
     n_train = 300 if args.quick else args.train_size
     epochs = 0.5 if args.quick else args.epochs
     per_seed, timings = [], {}

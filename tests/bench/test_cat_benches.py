@@ -1,0 +1,70 @@
+"""CAT benchmarks in their quick modes: the --json contracts, the speed case and ``seqlevel explain``."""
+
+import json
+
+import pytest
+
+from seqlevel.attributes import AttributeModel
+from seqlevel.bench.speed import build_case, measure
+from seqlevel.cli import main
+from seqlevel.presets import tiny_model
+from seqlevel.tasks.reviews import ReviewWorld
+
+
+def _json(capsys, argv):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_key_to_door_contract(capsys):
+    r = _json(capsys, ["bench", "key-to-door", "--quick", "--json"])
+    assert set(r["win_rate"]) == {"cat", "bc", "pct_bc", "random"}
+    assert all(0.0 <= v <= 1.0 for v in r["win_rate"].values())
+    assert r["episodes"] == 20 and r["seeds"] == [0]
+
+
+@pytest.mark.slow
+def test_attribute_estimation_contract(capsys):
+    r = _json(capsys, ["bench", "attribute-estimation", "--quick", "--json"])
+    for k in ("brier", "auroc", "seconds"):
+        assert isinstance(r["cat"][k], float) and isinstance(r["mc"][k], float)
+    assert r["mc"]["rollouts"] == 8 and r["speedup"] > 1.0
+    assert r["brier_floor"] <= min(r["cat"]["brier"], r["mc"]["brier"]) + 1e-9  # the truth is the best forecast
+
+
+@pytest.mark.slow
+def test_steering_contract(capsys):
+    r = _json(capsys, ["bench", "steering", "--quick", "--json"])
+    assert set(r["targets"]) == {"1", "2", "3", "4", "5"}
+    for row in r["targets"].values():
+        assert set(row) == {"unsteered", "product", "satisficing", "backtrack"}
+        assert all(0.0 <= m["accuracy"] <= 1.0 for m in row.values())
+
+
+def test_bad_bench_input(capsys):
+    assert main(["bench", "steering", "--quick", "--alpha", "-1"]) == 2
+    assert "alpha must be >= 0" in capsys.readouterr().err
+    assert main(["bench", "steering", "--quick", "--tau", "1.5"]) == 2
+
+
+def test_speed_case_runs():
+    case = build_case("cat-estimate-vs-forward", quick=True)
+    r = measure(case, runs=1, warmup=0)
+    assert r["a_median_s"] > 0 and r["b_median_s"] > 0
+
+
+def test_explain_writes_png_and_table(tmp_path, capsys):
+    world = ReviewWorld()
+    base = tiny_model("tiny-gpt2", tokenizer=world.tokenizer, seed=0)
+    AttributeModel.for_base(base, "categorical", 5, rank=4).save_pretrained(str(tmp_path / "m"))
+    world.tokenizer.save_pretrained(str(tmp_path / "m"))
+    png = tmp_path / "x.png"
+    assert main(["explain", "--model", str(tmp_path / "m"), "--text", "the food was not bad , the room",
+                 "--positions", "4", "5", "--output", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert png.is_file() and png.stat().st_size > 1000
+    assert "counterfactuals at t=4" in out and "credit" in out
+    assert main(["explain", "--model", str(tmp_path / "m"), "--text", "the food", "--positions", "9",
+                 "--output", str(png)]) == 2
+    assert main(["explain", "--model", str(tmp_path / "nope"), "--text", "x"]) == 2
