@@ -13,11 +13,13 @@ TINY = ["bench", "markov", "--vocab-size", "11", "--seeds", "1,2", "--train-size
         "--batch-size", "200", "--max-epochs", "2", "--no-progress"]
 
 
-def test_json_contract(capsys):
-    rc = main(TINY + ["--objectives", "mle,mixce:0.9,mixce_star:0.9,tailr:1e-7", "--json"])
+def test_json_contract(capsys, tmp_path):
+    jsonl = tmp_path / "runs.jsonl"
+    rc = main(TINY + ["--objectives", "mle,mixce:0.9,mixce_star:0.9,tailr:1e-7", "--json", "--jsonl", str(jsonl)])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     rows = out["results"]
+    assert [json.loads(line) for line in jsonl.read_text().splitlines()] == rows  # one line per run
     assert len(rows) == 2 * 4
     required = {"objective": str, "seed": int, "vocab_size": int, "avg_js": float, "avg_zero_mass": float,
                 "epochs": int, "seconds": float}

@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zero-percent", type=float, default=0.5, help="fraction of non-EOS transitions zeroed")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--jsonl", default=None,
+                   help="also append each run's record to this file as one JSON line as soon as it finishes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -85,8 +87,11 @@ def validate(args: argparse.Namespace) -> tuple[list[int], list[int], list[Objec
 
 def run_grid(vocab: list[int], seeds: list[int], objectives: list[Objective], cfg: TrainConfig,
              train_size: int, dev_size: int, init: str = "random", zero_percent: float = 0.5,
-             progress: bool = True) -> list[dict]:
-    """Train every (V, seed, objective); one result dict per run (the ``--json`` record)."""
+             progress: bool = True, jsonl: str | None = None) -> list[dict]:
+    """Train every (V, seed, objective); one result dict per run (the ``--json`` record).
+
+    ``jsonl``: a file to append each record to (one line, flushed) as soon as its run ends.
+    """
     results = []
     bar = tqdm(total=len(vocab) * len(seeds) * len(objectives), disable=not progress, file=sys.stderr,
                desc="markov", unit="run")
@@ -102,6 +107,9 @@ def run_grid(vocab: list[int], seeds: list[int], objectives: list[Objective], cf
                     "seconds": round(r.seconds, 3), "best_epoch": r.best_epoch, "init": init,
                     "param": obj.param, "label": obj.label, "train_size": train_size,
                 })
+                if jsonl:
+                    with open(jsonl, "a") as f:
+                        f.write(json.dumps(results[-1]) + "\n")
                 bar.update(1)
     bar.close()
     return results
@@ -154,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results = run_grid(vocab, seeds, objectives, cfg, args.train_size, args.dev_size, args.init,
-                       args.zero_percent, progress=not args.no_progress)
+                       args.zero_percent, progress=not args.no_progress, jsonl=args.jsonl)
     total = time.perf_counter() - t0
     if args.json:
         print(json.dumps({"results": results}))
