@@ -98,3 +98,15 @@ def test_mixce_trainer_runs_the_check(gpt2, tmp_path, monkeypatch):
     monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "NoSuchLayer")
     with pytest.raises(ValueError, match="NoSuchLayer"):
         MixCETrainer(model=tiny_model("tiny-gpt2", tokenizer=tok), args=args, train_dataset=ds, processing_class=tok)
+
+
+def test_fsdp_attribute_model_without_layer_classes_is_refused(gpt2):
+    # AttributeModel is a plain nn.Module: without _no_split_modules FSDP's transformer-based wrap finds no layer
+    from seqlevel.attributes.model import AttributeModel
+
+    model = AttributeModel.for_base(gpt2, "binary")
+    if getattr(model, "_no_split_modules", None):
+        check_distributed_setup(_args(fsdp=True), model)
+    else:
+        with pytest.raises(ValueError, match="GPT2Block"):
+            check_distributed_setup(_args(fsdp=True), model)

@@ -44,6 +44,13 @@ def _layers(model, classes: list[str]) -> list:
     return [m for m in model.modules() if type(m).__name__ in classes]
 
 
+def _block_classes(model) -> str:
+    """Class names that look like repeated transformer blocks (for the hint), or a pointer to print(model)."""
+    names = sorted({type(m).__name__ for m in model.modules()
+                    if type(m).__name__.endswith(("Layer", "Block")) and type(m).__module__.startswith("transformers")})
+    return ", ".join(names) or "see print(model)"
+
+
 def _check_fsdp(args, model, world: int) -> None:
     fsdp = _fsdp_settings(args)
     if fsdp is None or model is None:
@@ -69,16 +76,13 @@ def _check_fsdp(args, model, world: int) -> None:
         raise ValueError(
             f"FSDP transformer-based wrapping needs the transformer layer class, but {type(model).__name__} names "
             "none (_no_split_modules is empty) and fsdp_config has no transformer_layer_cls_to_wrap. Set "
-            "fsdp_config['transformer_layer_cls_to_wrap'] = ['<YourDecoderLayer>'], or "
+            f"fsdp_config['transformer_layer_cls_to_wrap'] to its block class ({_block_classes(model)}), or "
             f"fsdp_config['auto_wrap_policy'] = 'SIZE_BASED_WRAP' with min_num_params, {ddp_hint}")
-    layers = _layers(model, classes)
-    if not layers:
-        present = sorted({type(m).__name__ for m in model.modules() if "Layer" in type(m).__name__
-                          or "Block" in type(m).__name__})
+    if not _layers(model, classes):
         raise ValueError(
             f"FSDP would wrap no layer: the model has no module of class {classes}, so it would be a single FSDP "
             f"unit gathered on every rank. Set fsdp_config['transformer_layer_cls_to_wrap'] to the model's block "
-            f"class ({', '.join(present) or 'see print(model)'}), {ddp_hint}")
+            f"class ({_block_classes(model)}), {ddp_hint}")
 
 
 def _check_batches(args, world: int) -> None:
