@@ -75,7 +75,9 @@ def verify_checkpoint(checkpoint_dir: str) -> None:
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {checkpoint_dir!r} is incomplete: {MANIFEST} is missing, so the run was "
                          "killed while saving it (or it was not written by a seqlevel trainer); resume from an "
-                         "earlier checkpoint, or pass resume_from_checkpoint=True to take the last complete one")
+                         "earlier checkpoint, or pass resume_from_checkpoint=True to take the last complete one "
+                         "(a checkpoint you trust, e.g. from plain transformers, can be adopted with "
+                         "seqlevel.trainers.checkpointing.write_manifest(path))")
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)

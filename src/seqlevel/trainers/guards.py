@@ -16,7 +16,8 @@ Policies (``nonfinite_policy`` in the config):
 * ``"stop"`` (default): raise :class:`NonFiniteError` with the optimizer step, the micro-batch index and the term;
 * ``"skip"``: warn, drop the micro-batch (its loss is replaced by a zero that still touches every trainable
   parameter, so DDP sees all gradients), drop the optimizer step when no micro-batch of it survived or a gradient
-  was non-finite (gradients set to ``None``, so the optimizer leaves weights and moments alone), and count each
+  was non-finite (gradients set to ``None``, so the optimizer leaves weights and moments alone; the learning-rate
+  schedule still advances, so a resumed or repeated run stays on the same schedule), and count each
   drop in the logged ``nonfinite_skipped`` (cumulative, restored on resume from the log history).
 
 Under fp16 with a gradient scaler, inf/NaN gradients are the scaler's normal overflow signal (it skips the step
@@ -196,7 +197,8 @@ class NumericalGuardMixin:
         culprits = []
         self._guard_capture = {}
         try:
-            with torch.random.fork_rng(devices=[]), self.compute_loss_context_manager():
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices), self.compute_loss_context_manager():
                 total = self.compute_loss(model, self._prepare_inputs(inputs), num_items_in_batch=num_items_in_batch)
                 terms = dict(self._guard_capture) or {"total loss": total}
                 params = [p for _, p in named]
