@@ -18,7 +18,17 @@ def _ddp_kwargs() -> dict:
     return {"ddp_backend": "gloo"} if int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}
 
 
-def mixce(out_dir: str, per_device: int):
+def mixce_fsdp(out_dir: str, per_device: int):
+    # FSDP2 over the GPT-2 blocks when launched with several processes; the single-process reference is plain
+    extra = {}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        extra = dict(fsdp=True, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["GPT2Block"]})
+    tr, model = mixce(out_dir, per_device, **extra)
+    tr.save_model(os.path.join(out_dir, f"saved-{os.environ.get('WORLD_SIZE', '1')}"))  # consolidated on rank 0
+    return tr, model
+
+
+def mixce(out_dir: str, per_device: int, **extra):
     import datasets
 
     from seqlevel.presets import byte_tokenizer, tiny_model
@@ -30,7 +40,7 @@ def mixce(out_dir: str, per_device: int):
     args = MixCEConfig(output_dir=os.path.join(out_dir, "run"), report_to="none", max_steps=3,
                        per_device_train_batch_size=per_device, learning_rate=1e-2, optim="sgd", logging_steps=1,
                        save_strategy="no", use_cpu=True, seed=0, mixce_eta=0.3, **_ddp_kwargs(),
-                       disable_tqdm=True, dataloader_pin_memory=False)
+                       disable_tqdm=True, dataloader_pin_memory=False, **extra)
     tr = MixCETrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict({"text": texts}),
                       processing_class=tok)
     tr.train()
@@ -95,18 +105,20 @@ def attribute(out_dir: str, per_device: int):
     return tr, tr.model
 
 
-TRAINERS = {"mixce": mixce, "sequencematch": sequencematch, "sequencematch_bc": sequencematch_bc,
+TRAINERS = {"mixce": mixce, "mixce_fsdp": mixce_fsdp, "sequencematch": sequencematch, "sequencematch_bc": sequencematch_bc,
             "attribute": attribute}
 
 
 def main():
     out_dir, name, per_device = sys.argv[1], sys.argv[2], int(sys.argv[3])
     tr, model = TRAINERS[name](out_dir, per_device)
+    model = getattr(model, "module", model)
+    sd = {}
+    for k, v in model.state_dict().items():  # on every rank: gathering an FSDP2 shard is a collective
+        if k.endswith(("wte.weight", "token_keys", "query.weight")):
+            sd[k] = (v.full_tensor() if hasattr(v, "full_tensor") else v).tolist()
     if tr.is_world_process_zero():
         losses = [h["loss"] for h in tr.state.log_history if "loss" in h]
-        model = getattr(model, "module", model)
-        sd = {k: v.tolist() for k, v in model.state_dict().items()
-              if k.endswith(("wte.weight", "token_keys", "query.weight"))}
         with open(os.path.join(out_dir, f"result-{os.environ.get('WORLD_SIZE', '1')}.json"), "w") as f:
             json.dump({"losses": losses, "weights": sd}, f)
 

@@ -61,3 +61,19 @@ def test_two_process_ddp_matches_single_process(tmp_path, trainer):
     for k in single["weights"]:
         torch.testing.assert_close(torch.tensor(ddp["weights"][k]), torch.tensor(single["weights"][k]),
                                    atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_two_process_fsdp2_matches_single_process_and_saves_full_weights(tmp_path):
+    """MixCETrainer under FSDP2 (GPT-2 blocks sharded over 2 gloo processes) = one process; the saved checkpoint
+    is the consolidated full model (same tolerances)."""
+    from transformers import AutoModelForCausalLM
+
+    single = _run(tmp_path, 1, "mixce_fsdp", per_device=4)
+    fsdp = _run(tmp_path, 2, "mixce_fsdp", per_device=2)
+    assert fsdp["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    (k,) = single["weights"]
+    torch.testing.assert_close(torch.tensor(fsdp["weights"][k]), torch.tensor(single["weights"][k]), atol=1e-5, rtol=0)
+    saved = AutoModelForCausalLM.from_pretrained(str(tmp_path / "saved-2"))
+    torch.testing.assert_close(saved.get_input_embeddings().weight.detach(), torch.tensor(single["weights"][k]),
+                               atol=1e-5, rtol=0)
