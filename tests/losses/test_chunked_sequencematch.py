@@ -131,3 +131,24 @@ def test_bad_input():
         chunked_sequencematch_loss(h, w[:5], batch)
     with pytest.raises(ValueError, match="gamma"):
         chunked_sequencematch_loss(h, w, batch, gamma=1.0)
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-gpt2"])
+def test_from_a_models_last_hidden_state(preset):
+    """How a trainer gets the hidden states through the (DDP-wrapped) forward without (B, T, A) logits:
+    ``output_hidden_states=True, logits_to_keep=1``; ``hidden_states[-1]`` is after the final norm."""
+    from seqlevel.backspace import model_inputs
+    from seqlevel.presets import tiny_model
+
+    model = tiny_model(preset, vocab_size=A, seed=0).double().eval()  # eval: no dropout between the two passes
+    batch, _, _, _ = _setup()
+    full = model(**model_inputs(batch)).logits  # (B, T, A)
+    ref = sequencematch_loss(full, batch, gamma=0.9)
+    out = model(**model_inputs(batch), output_hidden_states=True, logits_to_keep=1)
+    assert out.logits.shape[1] == 1
+    got = chunked_sequencematch_loss(out.hidden_states[-1], model.get_output_embeddings().weight, batch, gamma=0.9,
+                                     chunk_size=5)
+    assert abs(got.item() - ref.item()) <= 1e-10
+    params = [p for p in model.parameters() if p.requires_grad]
+    for x, z in zip(torch.autograd.grad(got, params), torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(x, z, atol=1e-10, rtol=0)
