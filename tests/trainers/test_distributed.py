@@ -110,3 +110,22 @@ def test_fsdp_attribute_model_without_layer_classes_is_refused(gpt2):
     else:
         with pytest.raises(ValueError, match="GPT2Block"):
             check_distributed_setup(_args(fsdp=True), model)
+
+
+def test_rank_share_partitions_in_order():
+    from seqlevel.trainers.distributed import rank_share
+
+    items = list(range(7))
+    shares = [rank_share(items, 3, r) for r in range(3)]
+    assert sum(shares, []) == items and max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert rank_share(items, 1, 0) == items
+    with pytest.raises(ValueError, match="rank 2 of 2"):
+        rank_share(items, 2, 2)
+
+
+def test_sum_over_ranks_single_process_and_reduce():
+    from seqlevel.trainers.distributed import sum_over_ranks
+
+    assert sum_over_ranks(SimpleNamespace(num_processes=1), [3, 1, 0]) == [3, 1, 0]
+    two = SimpleNamespace(num_processes=2, device="cpu", reduce=lambda t, reduction: t * 2)  # both ranks alike
+    assert sum_over_ranks(two, [3, 1, 0]) == [6, 2, 0]

@@ -9,11 +9,15 @@
 * batch settings that do not split over the ranks: a ``global_batch_size`` (when the config has one) that is not
   ``per_device_train_batch_size × world_size × gradient_accumulation_steps``, and a ``rollouts_per_refresh``
   (on-policy trainers) that the ranks cannot share equally.
+
+Two helpers make an on-policy trainer DDP-correct: :func:`rank_share` (each rank generates its share of one
+global, rank-independent draw of prompts) and :func:`sum_over_ranks` (normalise by the whole step's counts).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 _WRAP_POLICIES = ("TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP")
 
@@ -103,6 +107,33 @@ def _check_batches(args, world: int) -> None:
         raise ValueError(
             f"rollouts_per_refresh={rollouts} cannot be shared equally by {world} processes (each rank generates "
             f"its share); set it to a multiple of the world size, e.g. {up} or {max(world, up - world)}")
+
+
+def rank_share(items: Sequence, world_size: int, rank: int) -> list:
+    """This rank's contiguous share of ``items``; the shares of ranks ``0..world_size-1`` concatenate to ``items``.
+
+    For on-policy generation: draw the step's global list (prompts, seeds) with a seed that does not depend on the
+    rank, then generate only ``rank_share(global_list, world_size, rank)`` here (sizes differ by at most one).
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size, got rank {rank} of {world_size}")
+    n = len(items)
+    lo, hi = rank * n // world_size, (rank + 1) * n // world_size
+    return list(items[lo:hi])
+
+
+def sum_over_ranks(accelerator, counts: Sequence[int], device=None) -> list[int]:
+    """All-reduce (sum) integer counts over the processes of ``accelerator``; unchanged in one process.
+
+    For losses normalised by the whole optimizer step's counts (targets, data and model sequences): each rank
+    counts its own rows, and the sum is what a single process with the same global batch would divide by.
+    """
+    if getattr(accelerator, "num_processes", 1) <= 1:
+        return [int(c) for c in counts]
+    import torch
+
+    t = torch.tensor([int(c) for c in counts], dtype=torch.long, device=device or accelerator.device)
+    return [int(c) for c in accelerator.reduce(t, reduction="sum").tolist()]
 
 
 def check_distributed_setup(args, model=None, world_size: int | None = None) -> None:
