@@ -123,6 +123,10 @@ class AttributeHead(nn.Module):
         """
         q, c = self.features(hidden)  # (..., n_out, r), (..., n_out)
         lead, (n, r) = q.shape[:-2], q.shape[-2:]
+        if n == 1:  # binary: fold both biases into the GEMM, [q, c, 1] · [E_v, 1, b_v], one pass over (.., V)
+            qa = torch.cat([q[..., 0, :], c, torch.ones_like(c)], -1).reshape(-1, r + 2)
+            keys = torch.cat([self.token_keys, torch.ones_like(self.token_bias), self.token_bias], -1)
+            return (qa @ keys.t()).view(*lead, 1, -1).transpose(-1, -2)
         out = (q.reshape(-1, r) @ self.token_keys.t()).view(*lead, n, -1)  # one GEMM -> (..., n_out, V)
         out = out.add_(self.token_bias.t()).add_(c.unsqueeze(-1))
         return out.transpose(-1, -2)

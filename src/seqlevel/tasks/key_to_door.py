@@ -16,8 +16,9 @@ Uniform-random play succeeds about 3% of the time (B.7 calibration: P(key) ≈ 0
 (16, 15); :func:`random_success_rate` measures it).
 
 **Trajectories as tokens**: ``<bos> KEY_k OBS a OBS a ... a a a ... OBS a <eos>``; ``KEY_k`` tells where the key
-is, ``OBS`` is the agent's cell in the current room (in phase 1 also whether the key is still lying there), ``a``
-the action. Inside the empty room only actions are written (its cells carry no information; this keeps episodes
+is, ``OBS`` is one token per observation: in the key room the whole room (agent cell x key cell, or "key gone"; the
+full-room observation of tasks.md B.7 (b)), elsewhere the agent's cell (the door room never shows the key); ``a``
+is the action. Inside the empty room only actions are written (its cells carry no information; this keeps episodes
 at 85 tokens instead of 105, which matters on CPU). The attribute is win (1) / loss (0). The dataset holds 10,000 uniform-random trajectories.
 """
 
@@ -46,8 +47,8 @@ _DOOR = (0, 2)
 PAD, BOS, EOS = 0, 1, 2
 ACTION0 = 3  # N S W E = 3..6
 KEY0 = ACTION0 + 4  # KEY_k, k in 0..9
-OBS1 = KEY0 + len(_KEY_CELLS)  # phase-1 cells x {key lying there, key gone}
-OBS2 = OBS1 + 2 * len(_ROOM1)
+OBS1 = KEY0 + len(_KEY_CELLS)  # phase-1 room as a whole: agent cell x (key cell, or 10 = key gone)
+OBS2 = OBS1 + len(_ROOM1) * (len(_KEY_CELLS) + 1)
 OBS3 = OBS2 + len(_ROOM2)
 VOCAB_SIZE = OBS3 + len(_ROOM3)
 ACTION_IDS = list(range(ACTION0, ACTION0 + 4))
@@ -101,7 +102,7 @@ class KeyToDoor:
     def observation(self) -> np.ndarray:
         """``(n,)`` observation token of each episode's current state."""
         r, c = self.pos[:, 0], self.pos[:, 1]
-        obs1 = OBS1 + 2 * _CELL[1][r, c] + self.has_key
+        obs1 = OBS1 + _CELL[1][r, c] * (len(_KEY_CELLS) + 1) + np.where(self.has_key, len(_KEY_CELLS), self.key)
         obs2 = OBS2 + _CELL[2][r, c]
         obs3 = OBS3 + _CELL[3][r, c]
         return np.where(self.phase == 1, obs1, np.where(self.phase == 2, obs2, obs3))
