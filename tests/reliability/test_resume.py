@@ -30,7 +30,6 @@ from . import resume_worker
 
 WORKER = os.path.join(os.path.dirname(__file__), "resume_worker.py")
 KINDS = ["mixce", "sequencematch", "attribute"]
-pytestmark = pytest.mark.xdist_group("reliability_resume")  # one process runs them: they load both cores
 
 
 def _losses(out):
@@ -182,3 +181,15 @@ def test_rotation_keeps_the_last_complete_checkpoint(tmp_path):
     trainer.train()
     assert sorted(os.listdir(out)) == ["checkpoint-6"]
     verify_checkpoint(str(out / "checkpoint-6"))
+
+
+def test_same_size_corruption_without_checksums_is_named_at_load(tmp_path, reference):
+    out = tmp_path / "out"
+    out.mkdir()
+    ckpt = _complete_copy(reference, out)
+    p = ckpt / "optimizer.pt"
+    p.write_bytes(b"\0" * p.stat().st_size)  # passes the size check; torch.load fails on it
+    verify_checkpoint(str(ckpt))
+    trainer = resume_worker.build("mixce", str(out))
+    with pytest.raises(ValueError, match=r"checkpoint-4': could not load optimizer\.pt / scheduler\.pt"):
+        trainer.train(resume_from_checkpoint=str(ckpt))

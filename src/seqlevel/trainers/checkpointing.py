@@ -17,10 +17,12 @@ saving always leaves the previous complete checkpoint in place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -135,6 +137,18 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _naming(checkpoint: str | None, files: str):
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, SafetensorError) as e:
+        raise ValueError(f"checkpoint {checkpoint!r}: could not load {files} ({type(e).__name__}: {e}); the file is "
+                         "corrupted or belongs to another model/optimizer setup; resume from an earlier checkpoint, "
+                         "and use checkpoint_checksums=True to catch altered files before loading") from e
+
+
 class SafeCheckpointMixin:
     """Put before ``transformers.Trainer`` in the bases: ``class T(SafeCheckpointMixin, Trainer)``.
 
@@ -157,6 +171,20 @@ class SafeCheckpointMixin:
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
+
+    # Loading: a file that passed the manifest (sizes only, unless checksums) can still be altered in place; the
+    # raw torch/safetensors error does not say which file, so name the files each phase reads.
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        with _naming(resume_from_checkpoint, "the model weights (model.safetensors, or the adapter / head files)"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        with _naming(checkpoint, "optimizer.pt / scheduler.pt"):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        with _naming(checkpoint, "rng_state*.pth"):
+            return super()._load_rng_state(checkpoint)
 
     def resolve_checkpoint(self, resume_from_checkpoint):
         """``True`` → the last complete checkpoint in ``output_dir``; a path → that path once it verifies."""
