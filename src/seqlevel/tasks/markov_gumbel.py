@@ -1,9 +1,10 @@
 """Fast straight-through Gumbel estimate of ``log P(x̃)``, x̃ ∼ Q, for the MLP bigram model (MixCE*).
 
 Same value and same gradient as :func:`seqlevel.losses.oracle.gumbel_rollout` on a :class:`BigramLM`
-(tested for parity), several times faster on CPU: the forward pass samples in numpy without an autograd graph
+(tested for parity), about 2× faster on CPU: the forward pass samples in numpy without an autograd graph
 (numpy's per-call overhead is a fraction of torch's, and the time loop has ~100-500 tiny steps), the backward
-pass runs the reverse-time recurrence by hand, then forms every parameter gradient with one batched matmul. With ``y_t`` the hard one-hot (gradient of ``soft_t = softmax(z_t + g_t)``, τ = 1),
+pass runs the reverse-time recurrence by hand, then forms every parameter gradient with one batched matmul.
+With ``y_t`` the hard one-hot (gradient of ``soft_t = softmax(z_t + g_t)``, τ = 1),
 ``z_t = W2 (d_t ⊙ relu(W1 E^T y_{t−1} + b1)) + b2`` and ``log P(x̃) = Σ_t y_t · log P(· | x̃_{t−1})`` with the
 previous token detached (official ``compute_log_p``):
 
