@@ -163,18 +163,20 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=data_collator, **kwargs)
 
-    def cat_losses(self, model: AttributeModel, inputs: dict, num_items_in_batch=None) -> dict[str, torch.Tensor]:
-        """``{"lm", "attribute", "consistency"}`` for one batch (each normalised by ``num_items_in_batch``)."""
+    def cat_losses(self, model, inputs: dict, num_items_in_batch=None) -> dict[str, torch.Tensor]:
+        """``{"lm", "attribute", "consistency"}`` for one batch (each normalised by ``num_items_in_batch``).
+
+        ``model`` is called through its own forward (so a DDP/FSDP wrapper sees the pass and syncs gradients); in the
+        head-only regime the base's parameters are frozen, so no graph is built through the trunk.
+        """
         a = self.args
         labels = inputs["labels"]
         nxt = labels[:, 1:]  # (B, T-1): x_{t+1}
         mask = nxt != -100
         head_only = a.regime == "head_only"
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not head_only):
-            out = model.base(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                             output_hidden_states=True, use_cache=False)
-        hidden = out.hidden_states[-1]  # (B, T, d)
-        attr = model.head.gathered(hidden[:, :-1], nxt.clamp(min=0))  # (B, T-1, n_out): no (B, T, V, K) here
+        out = model(inputs["input_ids"], inputs["attention_mask"], next_tokens=nxt, use_cache=False)
+        hidden = out.hidden  # (B, T, d)
+        attr = out.attribute  # (B, T-1, n_out), gathered at x_{t+1}: no (B, T, V, K) here
         self._head_outputs = attr.detach()[mask]  # checked for blow-up by compute_loss (trainers/guards.py)
         kw = dict(num_items_in_batch=num_items_in_batch)
         y = inputs["attribute_labels"]
@@ -182,15 +184,15 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         losses["lm"] = (torch.zeros((), device=hidden.device) if head_only
                         else mle_loss(out.logits[:, :-1], nxt, **kw))
         if a.consistency_weight > 0:
-            target = expected_attribute(model.head, hidden[:, 1:-1], out.logits[:, 1:-1], a.attribute_kind,
+            head = self.accelerator.unwrap_model(model).head  # target only: no gradient, no sync needed
+            target = expected_attribute(head, hidden[:, 1:-1], out.logits[:, 1:-1], a.attribute_kind,
                                         a.consistency_chunk)  # (B, T-2, K): Σ_v p(v|x≤t+1) P(·|x≤t+1, v)
             both = mask[:, :-1] & mask[:, 1:]
             losses["consistency"] = consistency_loss(attr[:, :-1], target, both, a.attribute_kind, **kw)
         return losses
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        unwrapped = self.accelerator.unwrap_model(model)
-        losses = self.cat_losses(unwrapped, inputs, num_items_in_batch)
+        losses = self.cat_losses(model, inputs, num_items_in_batch)
         a = self.args
         lam = 1.0 if a.regime == "head_only" else a.attribute_lambda
         loss = losses["lm"] + lam * losses["attribute"]
