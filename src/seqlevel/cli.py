@@ -93,6 +93,8 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the project's main job: each method on a task with known answers")
     p.add_argument("--quick", action="store_true", help="the small configuration the tests run (< 2 min)")
     p.add_argument("--output-dir", default="runs/demo", help="where the report and pictures go")
+    p.add_argument("--sections", default="markov,arithmetic,cat",
+                   help="comma list of sections to run (default all: markov,arithmetic,cat)")
 
 
 def _add_explain(sub) -> None:
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from seqlevel.demo import run_demo
 
-            return run_demo(quick=args.quick, output_dir=args.output_dir)
+            return run_demo(quick=args.quick, output_dir=args.output_dir,
+                            sections=tuple(x for x in args.sections.split(",") if x))
     except (ValueError, ImportError, FileNotFoundError, NotADirectoryError, FileExistsError) as err:
         # Bad input: one clear line, no traceback, exit status 2 (argparse's convention).
         print(f"seqlevel {args.command}: error: {err}", file=sys.stderr)

@@ -63,7 +63,7 @@ def test_demo_quick_writes_files(tmp_path):
     from seqlevel.demo import run_demo
 
     out = tmp_path / "demo"
-    assert run_demo(quick=True, output_dir=str(out)) == 0
+    assert run_demo(quick=True, output_dir=str(out), sections=("markov",)) == 0
     names = set(os.listdir(out))
     assert {"report.md", "metrics.json", "markov_eta_sweep.png"} <= names
     assert not [n for n in names if ".tmp" in n]  # no temporary leftovers

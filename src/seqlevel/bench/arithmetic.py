@@ -139,8 +139,9 @@ def _deletes_first(actions, backspace_id: int) -> bool:
     return False
 
 
-def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test, output_dir: str) -> dict:
-    """Train one model from scratch and evaluate it; returns one result row."""
+def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test, output_dir: str,
+            keep: dict | None = None) -> dict:
+    """Train one model from scratch and evaluate it; returns one result row (``keep`` receives the trainer)."""
     import datasets
     from transformers import PrinterCallback
 
@@ -172,6 +173,8 @@ def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test,
     trainer.train()
     seconds = time.perf_counter() - t0
     ev = evaluate(trainer, tok, test, seed=1000 + seed, temperature=cfg.eval_temperature)
+    if keep is not None:
+        keep.update(trainer=trainer, tokenizer=tok)
     if is_mle:
         ev["recovery_rate"] = 0.0  # no <bksp> in the action space: nothing can be repaired
     return {"method": method, "noise": float(noise if not is_mle else 0.0), "noise_type": cfg.noise_type,

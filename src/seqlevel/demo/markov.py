@@ -1,38 +1,14 @@
-"""``seqlevel demo``: the project's main job, each method on a task with known answers, as one report.
-
-Sections (one function each; later issues add more):
-
-* :func:`section_markov`: MLE vs the MixCE approximation (η sweep) vs the exact MixCE* on the bigram world of
-  the MixCE synthetic experiment, scored exactly against the true P (``seqlevel.tasks.markov``).
-
-Writes ``report.md``, ``metrics.json`` and one PNG per figure into ``output_dir``. Every file is written under
-a temporary name and moved into place with ``os.replace`` only after all sections have finished, so a failed
-or interrupted demo never leaves a half-written file.
-"""
+"""Demo section (a): MLE vs the MixCE approximation (η sweep) vs the exact MixCE* on the bigram world of the
+MixCE synthetic experiment, scored exactly against the true P (``seqlevel.tasks.markov``)."""
 
 from __future__ import annotations
 
 import io
-import json
-import os
-import sys
 import time
-from dataclasses import dataclass, field
-
-import torch
 
 from seqlevel.bench.markov import best_by_objective, format_table, run_grid, summarize
+from seqlevel.demo.section import Section
 from seqlevel.tasks.markov_train import TrainConfig, parse_objective
-
-
-@dataclass
-class Section:
-    """One part of the report: markdown text, metrics for ``metrics.json`` and figures (PNG bytes)."""
-
-    title: str
-    markdown: str
-    metrics: dict
-    figures: dict[str, bytes] = field(default_factory=dict)
 
 
 def _markov_config(quick: bool) -> dict:
@@ -111,55 +87,16 @@ def section_markov(quick: bool, progress: bool = True) -> Section:
                          f"({b['avg_js_mean']:.2e} vs {mle['avg_js_mean']:.2e}), avg_zero_mass {zm} "
                          f"({b['avg_zero_mass_mean']:.2e} vs {mle['avg_zero_mass_mean']:.2e}).")
     lines += ["", "![eta sweep](markov_eta_sweep.png)", "", f"Time: {seconds:.0f} s.", ""]
+    headline = []
+    if mle is not None:
+        headline.append(("Markov MLE: avg_js / zero-mass", f"{mle['avg_js_mean']:.2e} / {mle['avg_zero_mass_mean']:.2e}"))
+        for b in best:
+            if b["objective"] != "mle":
+                headline.append((f"Markov best {b['label']}: avg_js / zero-mass",
+                                 f"{b['avg_js_mean']:.2e} / {b['avg_zero_mass_mean']:.2e}"))
     return Section(
         title="markov",
         markdown="\n".join(lines),
-        metrics={"config": c, "results": results, "summary": summary, "seconds": seconds},
+        metrics={"config": c, "results": results, "summary": summary, "seconds": seconds, "headline": headline},
         figures={"markov_eta_sweep.png": _eta_sweep_png(summary)},
     )
-
-
-def _write_atomic(files: dict[str, bytes], output_dir: str) -> None:
-    """Write every file under a temporary name first, then move them all into place."""
-    tmp = {}
-    try:
-        for name, data in files.items():
-            path = os.path.join(output_dir, f".{name}.tmp-{os.getpid()}")
-            with open(path, "wb") as f:
-                f.write(data)
-            tmp[name] = path
-        for name, path in tmp.items():
-            os.replace(path, os.path.join(output_dir, name))
-    finally:
-        for path in tmp.values():
-            if os.path.exists(path):
-                os.remove(path)
-
-
-def run_demo(quick: bool = False, output_dir: str = "runs/demo") -> int:
-    """Run every section, print the tables, write ``report.md``, ``metrics.json`` and figures.
-
-    Args:
-        quick: the small configuration the tests run (< 1 min on 2 CPU cores); default < 5 min.
-        output_dir: created if missing; existing files of the same names are replaced.
-
-    Returns:
-        Exit status 0.
-    """
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise NotADirectoryError(f"--output-dir {output_dir!r} exists and is not a directory; pick another path")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    t0 = time.perf_counter()
-    sections = [section_markov(quick, progress=sys.stderr.isatty())]
-    report = ["# seqlevel demo", "", f"Configuration: {'quick' if quick else 'default'}; "
-              f"total {time.perf_counter() - t0:.0f} s.", ""] + [s.markdown for s in sections]
-    files = {"report.md": "\n".join(report).encode(),
-             "metrics.json": json.dumps({s.title: s.metrics for s in sections}, indent=1).encode()}
-    for s in sections:
-        files.update(s.figures)
-    os.makedirs(output_dir, exist_ok=True)
-    _write_atomic(files, output_dir)
-    for s in sections:
-        print(s.markdown)
-    print(f"wrote {', '.join(sorted(files))} to {output_dir}")
-    return 0
