@@ -2,7 +2,7 @@
 
 KIND is ``mixce``, ``sequencematch`` or ``attribute``. Every logged loss is appended (flushed, fsynced) to
 ``OUT_DIR/losses.jsonl`` as ``{"step", "loss"}``; at the end the weights go to ``OUT_DIR/final.pt``.
-``--slow-after K`` sleeps 1 s after each optimizer step past K (numerics untouched) so the test can SIGKILL the
+``--slow-after K`` sleeps 3 s after each optimizer step past K (numerics untouched) so the test can SIGKILL the
 process between two checkpoints; ``--hang-in-save K`` blocks inside the save of
 checkpoint K (for a kill during saving); ``--resume`` passes ``resume_from_checkpoint=True``.
 """
@@ -42,7 +42,7 @@ class _Record(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         if self.slow_after is not None and state.global_step > self.slow_after:
-            time.sleep(1.0)
+            time.sleep(3.0)  # a wide window: the test polls, then kills, on a loaded machine
 
 
 def common(out: str) -> dict:
@@ -94,7 +94,7 @@ def _hang_in_save(trainer, step: int, out: str) -> None:
         save(output_dir)
         if trainer.state.global_step == step:
             open(os.path.join(out, "hanging"), "w").close()
-            time.sleep(120)  # the test SIGKILLs the process here
+            time.sleep(600)  # the test SIGKILLs the process here
 
     trainer._save_optimizer_and_scheduler = hanging
 
