@@ -115,6 +115,19 @@ def _resume_missing(tmp_path):
     tr.train(resume_from_checkpoint=str(tmp_path / "o" / "checkpoint-3"))
 
 
+def _resume_other_seed(tmp_path):
+    from seqlevel.trainers import MixCETrainer
+    from seqlevel.trainers.checkpointing import write_manifest
+
+    t, m = _tok_model()
+    ds = datasets.Dataset.from_dict({"text": ["abc"]})
+    ckpt = tmp_path / "o" / "checkpoint-1"
+    ckpt.mkdir(parents=True)
+    write_manifest(str(ckpt), resume_contract={"seed": 1})
+    MixCETrainer(model=m, args=_mixce_cfg(tmp_path, seed=2), train_dataset=ds, processing_class=t).train(
+        resume_from_checkpoint=True)
+
+
 def _generate(**kw):
     from seqlevel.decoding import generate
 
@@ -244,6 +257,8 @@ CASES = [
          lambda tp: _mixce_cfg(tp, nonfinite_policy="ignore"), r"nonfinite_policy must be one of"),
     Case("resume-incomplete-checkpoint", "trainers", "resume_from_checkpoint= a checkpoint without manifest",
          _resume_missing, r"checkpoint-3' is incomplete: seqlevel_checkpoint.json is missing"),
+    Case("resume-other-seed", "trainers", "resuming with another seed than the checkpoint's", _resume_other_seed,
+         r"saved with seed=1 \(this run: 2\); a resume is exact only with the same values"),
     Case("replay-capacity-mismatch", "trainers", "resuming a replay buffer with another capacity",
          _load_replay, r"resume with the same replay_buffer_size"),
     Case("load-dataset-missing-file", "trainers", "load_text_dataset of a missing path",

@@ -193,3 +193,17 @@ def test_same_size_corruption_without_checksums_is_named_at_load(tmp_path, refer
     trainer = resume_worker.build("mixce", str(out))
     with pytest.raises(ValueError, match=r"checkpoint-4': could not load optimizer\.pt / scheduler\.pt"):
         trainer.train(resume_from_checkpoint=str(ckpt))
+
+
+def test_resume_with_another_batch_layout_is_refused(tmp_path, reference):
+    out = tmp_path / "out"
+    out.mkdir()
+    ckpt = _complete_copy(reference, out)
+    trainer = resume_worker.build("mixce", str(out))
+    trainer.check_resume_contract(str(ckpt))  # the same arguments: accepted
+    trainer.args.per_device_train_batch_size = 4
+    with pytest.raises(ValueError, match=r"saved with per_device_train_batch_size=2 \(this run: 4\); a resume is "
+                                         r"exact only with the same values"):
+        trainer.train(resume_from_checkpoint=True)
+    trainer.args.ignore_data_skip = True  # the user accepts another data path: a warning only
+    assert trainer.resolve_checkpoint(True) == str(ckpt)

@@ -11,6 +11,9 @@ temporary-name-then-rename write; on resume
 * an explicit path must verify, else a ``ValueError`` names the directory and the file that is missing,
   truncated, altered or unreadable.
 
+The manifest also records the arguments an exact resume must repeat (seeds, batch layout, world size); a resume
+with other values is refused with the differences listed (a warning under ``ignore_data_skip=True``).
+
 Older checkpoints are rotated (``save_total_limit``) only after the new manifest is written, so a kill during
 saving always leaves the previous complete checkpoint in place.
 """
@@ -30,6 +33,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from seqlevel.io import atomic_write_json
 
 MANIFEST = "seqlevel_checkpoint.json"
+# Arguments that fix which batches each optimizer step sees and which random numbers it draws.
+RESUME_CONTRACT = ("seed", "data_seed", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
+                   "dataloader_drop_last")
 _CKPT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 logger = logging.getLogger(__name__)
 
@@ -42,9 +48,10 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def write_manifest(checkpoint_dir: str, checksums: bool = False) -> dict:
+def write_manifest(checkpoint_dir: str, checksums: bool = False, resume_contract: dict | None = None) -> dict:
     """Write ``seqlevel_checkpoint.json`` listing every file under ``checkpoint_dir`` (relative path → size, and
-    sha256 when ``checksums``); returns the manifest. Call it after every file of the checkpoint is written."""
+    sha256 when ``checksums``); returns the manifest. Call it after every file of the checkpoint is written.
+    ``resume_contract``: the arguments a resume must repeat to be exact (see :data:`RESUME_CONTRACT`)."""
     files = {}
     for root, _, names in os.walk(checkpoint_dir):
         for n in sorted(names):
@@ -57,6 +64,8 @@ def write_manifest(checkpoint_dir: str, checksums: bool = False) -> dict:
                 entry["sha256"] = _sha256(p)
             files[rel] = entry
     manifest = {"format": 1, "files": dict(sorted(files.items()))}
+    if resume_contract is not None:
+        manifest["resume_contract"] = resume_contract
     atomic_write_json(os.path.join(checkpoint_dir, MANIFEST), manifest)
     return manifest
 
@@ -167,7 +176,8 @@ class SafeCheckpointMixin:
         ckpt = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         self.accelerator.wait_for_everyone()  # every rank's RNG file is on disk before the manifest lists them
         if args.should_save:
-            write_manifest(ckpt, checksums=bool(getattr(args, "checkpoint_checksums", False)))
+            write_manifest(ckpt, checksums=bool(getattr(args, "checkpoint_checksums", False)),
+                           resume_contract={k: getattr(args, k, None) for k in RESUME_CONTRACT})
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
@@ -197,11 +207,31 @@ class SafeCheckpointMixin:
                 raise ValueError(f"resume_from_checkpoint=True but output_dir {self.args.output_dir!r} holds no "
                                  f"complete checkpoint ({what}); train without resume_from_checkpoint (--resume) "
                                  "to start over")
+            self.check_resume_contract(ckpt)
             return ckpt
         if isinstance(resume_from_checkpoint, str | os.PathLike):
             verify_checkpoint(os.fspath(resume_from_checkpoint))
+            self.check_resume_contract(os.fspath(resume_from_checkpoint))
             return os.fspath(resume_from_checkpoint)
         return resume_from_checkpoint
+
+    def check_resume_contract(self, checkpoint: str) -> None:
+        """Refuse a resume whose batch layout or seeds differ from the saved run's: the Trainer would skip the
+        wrong number of batches and draw other random numbers, silently leaving the interrupted run's path.
+        ``ignore_data_skip=True`` (the Trainer's own "data order need not match") turns the error into a warning."""
+        with open(os.path.join(checkpoint, MANIFEST), encoding="utf-8") as f:
+            saved = json.load(f).get("resume_contract") or {}
+        diff = {k: (v, getattr(self.args, k, None)) for k, v in saved.items()
+                if k in RESUME_CONTRACT and v != getattr(self.args, k, None)}
+        if not diff:
+            return
+        what = ", ".join(f"{k}={a!r} (this run: {b!r})" for k, (a, b) in diff.items())
+        msg = (f"checkpoint {checkpoint!r} was saved with {what}; a resume is exact only with the same values: pass "
+               "them again, or set ignore_data_skip=True to resume anyway on a different data path")
+        if self.args.ignore_data_skip:
+            logger.warning(msg)
+            return
+        raise ValueError(msg)
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         """``Trainer.train`` resuming only from complete checkpoints (see the module docstring)."""
