@@ -223,6 +223,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ground-truth (task) noise or random tokens (default task)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     p.add_argument("--sm-weight", type=float, default=None, help="convex weight w of SM after warm-up (default 0.5)")
+    p.add_argument("--replay-buffer-size", type=int, default=None, help="rollouts kept in the replay buffer (default 256)")
     p.add_argument("--output-dir", default="runs/bench_arithmetic", help="scratch directory for the runs")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -245,6 +246,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         if not 0.0 <= args.sm_weight <= 1.0:
             raise ValueError(f"--sm-weight must be in [0, 1], got {args.sm_weight}")
         over["sm_weight"] = args.sm_weight
+    if args.replay_buffer_size is not None:
+        if args.replay_buffer_size < cfg.replay_batch_size:
+            raise ValueError(f"--replay-buffer-size must be >= {cfg.replay_batch_size} (one batch of replay rows)")
+        over["replay_buffer_size"] = args.replay_buffer_size
     if args.steps is not None:
         if args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
