@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from seqlevel.backspace import add_backspace_token, augment_with_noise, collate, encode, model_inputs
 from seqlevel.decoding import generate
@@ -449,10 +448,8 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         """``Trainer.train``; on resume the replay buffer is restored from the checkpoint before the first step."""
-        ckpt = resume_from_checkpoint
-        if isinstance(ckpt, bool) and ckpt:
-            ckpt = get_last_checkpoint(self.args.output_dir)
+        ckpt = self.resolve_checkpoint(resume_from_checkpoint)  # the last *complete* checkpoint (checkpointing.py)
         if isinstance(ckpt, str):
             self.replay.load(ckpt)
             self._refreshed_at = -1
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+        return super().train(resume_from_checkpoint=ckpt, trial=trial, **kwargs)
