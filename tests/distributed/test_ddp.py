@@ -33,25 +33,12 @@ def _run(tmp_path, nproc: int, trainer: str, per_device: int):
         return json.load(f)
 
 
-_SM_COUNTS = ("SequenceMatchTrainer.get_batch_samples normalises BC by this rank's targets and SM by this rank's "
-              "data/model sequence counts, yet compute_loss multiplies by num_processes as if they were summed over "
-              "ranks: the 2-process loss and gradient are ~2x the single-process ones (fix: all-reduce the step's "
-              "(n_bc, n_d, n_m) in get_batch_samples, trainers/sequencematch.py, not owned by this test's author)")
-_SM_ROLLOUTS = ("SequenceMatchTrainer.refresh_buffer makes every rank generate rollouts_per_refresh rollouts from "
-                "prompts drawn with a process-dependent seed instead of its share of one global draw, besides the "
-                "count normalisation above (fix in trainers/sequencematch.py, not owned by this test's author)")
-_CAT_SYNC = ("AttributeTrainer.compute_loss runs accelerator.unwrap_model(model).base(...) instead of the "
-             "DDP-wrapped model, so DDP's forward never prepares the gradient all-reduce and each rank steps on its "
-             "own gradient; losses agree at step 1 and drift after (fix: call the wrapped model's forward, "
-             "trainers/attribute.py, not owned by this test's author)")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", [
     "mixce",
-    pytest.param("sequencematch_bc", marks=pytest.mark.xfail(strict=True, reason=_SM_COUNTS)),
-    pytest.param("sequencematch", marks=pytest.mark.xfail(strict=True, reason=_SM_ROLLOUTS)),
-    pytest.param("attribute", marks=pytest.mark.xfail(strict=True, reason=_CAT_SYNC)),
+    "sequencematch_bc",
+    "sequencematch",
+    "attribute",
 ])
 def test_two_process_ddp_matches_single_process(tmp_path, trainer):
     single = _run(tmp_path, 1, trainer, per_device=4)

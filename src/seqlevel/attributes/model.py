@@ -83,6 +83,12 @@ class AttributeModel(nn.Module):
         return self.base.config
 
     @property
+    def _no_split_modules(self) -> list[str]:
+        """The base's transformer-block classes, so FSDP's transformer-based auto-wrap finds layers to shard."""
+        base = getattr(self.base, "get_base_model", lambda: self.base)()  # PEFT: the underlying PreTrainedModel
+        return list(getattr(base, "_no_split_modules", None) or [])
+
+    @property
     def kind(self) -> str:
         return self.head.config.kind
 

@@ -26,6 +26,7 @@ from seqlevel.losses.attribute import attribute_loss, check_attribute_labels, co
 from seqlevel.losses.token_weighted import mle_loss
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
 from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
+from seqlevel.trainers.distributed import check_distributed_setup
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
 
 REGIMES = ("joint", "head_only")
@@ -153,6 +154,7 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         if args.regime == "head_only":
             for p in model.base.parameters():
                 p.requires_grad_(False)
+        check_distributed_setup(args, model)  # FSDP that wraps nothing, batches that do not split: fail here
         train_dataset = _prepare(train_dataset, processing_class, args)
         eval_dataset = _prepare(eval_dataset, processing_class, args)
         if data_collator is None:

@@ -82,13 +82,14 @@ class ReplayBuffer:
         self.items = deque((Rollout(list(p), list(a), int(b)) for p, a, b in state["items"]), maxlen=self.capacity)
         self.refreshes = int(state["refreshes"])
 
-    def save(self, directory: str) -> None:
-        with open(os.path.join(directory, STATE_FILE), "w") as f:
+    def save(self, directory: str, name: str = STATE_FILE) -> None:
+        with open(os.path.join(directory, name), "w") as f:
             json.dump(self.state_dict(), f)
 
-    def load(self, directory: str) -> bool:
-        """Load from ``directory``; returns False when it holds no buffer file (a run saved before warm-up ended)."""
-        path = os.path.join(directory, STATE_FILE)
+    def load(self, directory: str, name: str = STATE_FILE) -> bool:
+        """Load ``name`` from ``directory``; returns False when there is no such file (a run saved before warm-up
+        ended)."""
+        path = os.path.join(directory, name)
         if not os.path.isfile(path):
             return False
         with open(path) as f:

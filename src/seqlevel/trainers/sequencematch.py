@@ -28,8 +28,9 @@ from seqlevel.decoding import generate
 from seqlevel.losses import bc_loss, sequencematch_loss
 from seqlevel.losses.sequencematch import DIVERGENCES, EOS_MODES
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
+from seqlevel.trainers.distributed import check_distributed_setup, rank_share, sum_over_ranks
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
-from seqlevel.trainers.replay import ReplayBuffer, Rollout
+from seqlevel.trainers.replay import STATE_FILE, ReplayBuffer, Rollout
 
 NOISE_TYPES = ("random", "task")
 NOISE_ENCODINGS = ("environment", "action")
@@ -208,6 +209,27 @@ class BanTokens:
         return scores
 
 
+def _apply_peft(model, peft_config, backspace_id: int | None):
+    """``get_peft_model`` with the ``<bksp>`` rows trainable (added to a copy of the config when it names none)."""
+    import copy
+
+    from peft import PeftModel, get_peft_model
+
+    from seqlevel.trainers.peft import backspace_lora_config, check_rows_trainable
+
+    if isinstance(model, PeftModel):
+        raise ValueError("peft_config was given with a model that is already a PeftModel; pass the bare causal LM "
+                         "(the trainer adds <bksp> and then applies the config) or drop peft_config")
+    if (backspace_id is not None and getattr(peft_config, "trainable_token_indices", None) is None
+            and not getattr(peft_config, "modules_to_save", None) and hasattr(peft_config, "trainable_token_indices")):
+        peft_config = copy.copy(peft_config)
+        peft_config.trainable_token_indices = backspace_lora_config(model, backspace_id).trainable_token_indices
+    model = get_peft_model(model, peft_config)
+    if backspace_id is not None:
+        check_rows_trainable(model, backspace_id)
+    return model
+
+
 def _context_length(model) -> int | None:
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
@@ -223,11 +245,16 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             ``completion`` (text) or a text column; the prompts also seed the rollouts.
         processing_class: the tokenizer; ``<bksp>`` is added to it (and a row to the model) when missing.
         noise_fn: ``noise(prefix, target, rng) -> token id`` for ``noise_type="task"``.
+        peft_config: optional ``peft.PeftConfig`` applied after ``<bksp>`` is added; when it names no
+            ``trainable_token_indices`` (nor ``modules_to_save``), the ``<bksp>`` rows are added to it as
+            :func:`seqlevel.trainers.peft.backspace_lora_config` does, since a new action has no pretrained row.
         **kwargs: passed to ``transformers.Trainer`` (callbacks, optimizers, eval_dataset, ...).
 
     Raises:
         ValueError: a context shorter than prompt + ``max_new_actions``, data with no targets, a missing
-            ``noise_fn``, and the config errors of :class:`SequenceMatchConfig`.
+            ``noise_fn``, a PEFT config that freezes the ``<bksp>`` rows, distributed settings that cannot work
+            (:func:`seqlevel.trainers.distributed.check_distributed_setup`), and the config errors of
+            :class:`SequenceMatchConfig`.
     """
 
     _name = "SequenceMatch"
@@ -235,7 +262,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
     loss_is_scaled_for_ga = True  # compute_loss divides by the whole optimizer step's counts
 
     def __init__(self, model, args: SequenceMatchConfig | None = None, train_dataset=None, processing_class=None,
-                 noise_fn=None, **kwargs):
+                 noise_fn=None, peft_config=None, **kwargs):
         args = args if args is not None else SequenceMatchConfig(output_dir="sequencematch_output")
         if not isinstance(args, SequenceMatchConfig):
             raise ValueError(f"args must be a SequenceMatchConfig, got {type(args).__name__}; build it with "
@@ -251,6 +278,9 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
                              "noise(prefix, target, rng) -> token id, e.g. seqlevel.tasks.arithmetic.task_noise(tok)")
         tok = processing_class
         self.backspace_id = add_backspace_token(model, tok) if args.use_backspace else -1
+        if peft_config is not None:
+            model = _apply_peft(model, peft_config, self.backspace_id if args.use_backspace else None)
+        check_distributed_setup(args, model)  # FSDP that wraps nothing, rollouts the ranks cannot share: fail here
         self.eos_id = int(tok.eos_token_id) if tok.eos_token_id is not None else None
         pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
         self.pad_id = int(pad if pad is not None else 0)
@@ -311,7 +341,8 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         """Generate ``rollouts_per_refresh`` rollouts with the backtracking decoder and add them to the buffer.
 
         KV cache on, gradient checkpointing off, eval mode (no dropout) for the generation; the prompts and the
-        sampling are seeded from ``(seed, process, step)``.
+        sampling are seeded from ``(seed, step)``. Under DDP the prompts are one draw shared by all ranks and each
+        rank generates its share (:func:`rank_share`), so the union over ranks is the single-process refresh.
         """
         a = self.args
         model = self.accelerator.unwrap_model(self.model)
@@ -320,8 +351,9 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             model.gradient_checkpointing_disable()
         model.eval()
         try:
-            rng = np.random.default_rng([a.seed, a.process_index, step, 1])
+            rng = np.random.default_rng([a.seed, step, 1])  # rank-independent: one global draw
             idx = rng.choice(len(self.prompts), size=a.rollouts_per_refresh, replace=len(self.prompts) < a.rollouts_per_refresh)
+            idx = rank_share(idx, a.world_size, a.process_index)  # this rank's share of the step's rollouts
             prompts = [self.prompts[int(i)] for i in idx]
             W = max(len(p) for p in prompts)
             ids = torch.full((len(prompts), W), self.pad_id, dtype=torch.long)
@@ -332,7 +364,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             out = generate(model, ids, mask, max_new_actions=a.max_new_actions, eos_token_id=self.eos_id,
                            backspace_id=self.backspace_id if a.use_backspace else None, do_sample=True,
                            temperature=a.rollout_temperature, steer=self.ban,
-                           seed=int(rng.integers(2**31 - 1)))
+                           seed=int(rng.integers(2**31 - 1)) + a.process_index)
         finally:
             if gc:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=a.gradient_checkpointing_kwargs)
@@ -370,7 +402,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
                 len(self.replay) == 0 or (step - a.bc_warmup_steps) % a.sample_every == 0):
             self.refresh_buffer(step)
         dtype = next(self.model.parameters()).dtype
-        batches, n_bc, n_d, n_m = [], 0, 0, 0
+        batches = []
         for i, rb in enumerate(raw):
             enc = [self.data_encoded[int(j)] for j in rb["sm_index"]]
             if w > 0 and len(self.replay):
@@ -379,10 +411,11 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             batch = collate(enc, self.pad_id, dtype=dtype if dtype.is_floating_point else torch.float32,
                             max_length=self.context_length)
             batch["sm_weight"] = torch.tensor(w)
-            n_bc += int((batch["valid"] & batch["is_data"][:, None] & (batch["labels"] != -100)).sum())
-            n_d += int(batch["is_data"].sum())
-            n_m += int((~batch["is_data"]).sum())
             batches.append(batch)
+        n_bc = sum(int((b["valid"] & b["is_data"][:, None] & (b["labels"] != -100)).sum()) for b in batches)
+        n_d, n_m = sum(int(b["is_data"].sum()) for b in batches), sum(int((~b["is_data"]).sum()) for b in batches)
+        if a.average_tokens_across_devices:  # the whole step's counts over all ranks (compute_loss undoes DDP's mean)
+            n_bc, n_d, n_m = sum_over_ranks(self.accelerator, [n_bc, n_d, n_m], device)
         self._step_counts = (max(n_bc, 1), n_d, n_m)
         return batches, torch.tensor(max(n_bc, 1), device=device)
 
@@ -441,15 +474,19 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         super().log(logs, start_time)
 
     # ----- checkpoints --------------------------------------------------------------------------------------
+    def _replay_file(self) -> str:
+        """One buffer per rank under DDP (each rank holds its own rollouts), named like the Trainer's RNG files."""
+        a = self.args
+        return STATE_FILE if a.world_size <= 1 else STATE_FILE.replace(".json", f"-rank{a.process_index}.json")
+
     def _save_rng_state(self, output_dir: str) -> None:
-        super()._save_rng_state(output_dir)
-        if self.args.should_save:
-            self.replay.save(output_dir)  # the buffer is part of the training state, like the RNG
+        super()._save_rng_state(output_dir)  # runs on every rank, before the manifest (checkpointing.py) is written
+        self.replay.save(output_dir, self._replay_file())  # the buffer is part of the training state, like the RNG
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         """``Trainer.train``; on resume the replay buffer is restored from the checkpoint before the first step."""
         ckpt = self.resolve_checkpoint(resume_from_checkpoint)  # the last *complete* checkpoint (checkpointing.py)
         if isinstance(ckpt, str):
-            self.replay.load(ckpt)
+            self.replay.load(ckpt, self._replay_file())
             self._refreshed_at = -1
         return super().train(resume_from_checkpoint=ckpt, trial=trial, **kwargs)
