@@ -74,3 +74,12 @@ def test_head_config_errors():
         AttributeHeadConfig("categorical", 10, 8, num_classes=1)
     with pytest.raises(ValueError, match="kind must be one of"):
         AttributeHeadConfig("ordinal", 10, 8)
+
+
+def test_no_split_modules_forward_the_base_for_fsdp_auto_wrap(make_model):
+    from peft import LoraConfig, get_peft_model
+
+    base = make_model("tiny-gpt2", vocab_size=48)
+    assert AttributeModel.for_base(base, "binary")._no_split_modules == list(base._no_split_modules) == ["GPT2Block"]
+    peft = get_peft_model(make_model("tiny-gpt2", vocab_size=48), LoraConfig(r=2, target_modules=["c_attn"]))
+    assert AttributeModel.for_base(peft, "binary")._no_split_modules == ["GPT2Block"]

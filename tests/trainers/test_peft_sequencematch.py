@@ -3,12 +3,10 @@ the adapter plus the extra rows round-trip through save_pretrained / from_pretra
 
 from __future__ import annotations
 
-import inspect
-
 import datasets
 import pytest
 import torch
-from peft import PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 
 from seqlevel.backspace import add_backspace_token
 from seqlevel.presets import byte_tokenizer, tiny_model
@@ -35,11 +33,6 @@ def test_lora_sequencematch_learns_backspace_row_and_round_trips(tmp_path):
     assert (cfg.r, cfg.lora_alpha) == (64, 16)
     probe = torch.tensor([tok("q3:1 ab", add_special_tokens=False)["input_ids"]])
     before = _logits(model, probe)[0, :, b]  # (T,) the <bksp> logit along a prefix
-    if "peft_config" in inspect.signature(SequenceMatchTrainer.__init__).parameters:
-        trainer_model, peft_kw = model, {"peft_config": cfg}
-    else:  # the trainer takes no peft_config yet: wrap the model first (reported to the lead)
-        trainer_model, peft_kw = get_peft_model(model, cfg), {}
-    frozen = {n: p.detach().clone() for n, p in trainer_model.named_parameters() if not p.requires_grad}
     ds = datasets.Dataset.from_dict({"prompt": [f"q{i}:" for i in range(8)],
                                      "completion": [f"{i % 5} ab{'c' * (i % 3)}" for i in range(8)]})
     args = SequenceMatchConfig(output_dir=str(tmp_path / "run"), report_to="none", max_steps=4,
@@ -48,8 +41,10 @@ def test_lora_sequencematch_learns_backspace_row_and_round_trips(tmp_path):
                                dataloader_pin_memory=False, bc_warmup_steps=2, sample_every=1,
                                rollouts_per_refresh=4, replay_buffer_size=4, replay_batch_size=2, max_new_actions=6,
                                p_noise=0.4, gamma=0.9)
-    tr = SequenceMatchTrainer(trainer_model, args=args, train_dataset=ds, processing_class=tok, **peft_kw)
+    tr = SequenceMatchTrainer(model, args=args, train_dataset=ds, processing_class=tok, peft_config=cfg)
     pm = tr.model
+    frozen = {n: p.detach().clone() for n, p in pm.named_parameters() if not p.requires_grad}
+    assert frozen  # the base is frozen, checked unchanged after training below
     assert isinstance(pm, PeftModel)
     check_rows_trainable(pm, b)
     trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
@@ -75,3 +70,19 @@ def test_lora_sequencematch_learns_backspace_row_and_round_trips(tmp_path):
     torch.testing.assert_close(_logits(loaded, probe), _logits(pm, probe), atol=1e-5, rtol=0)
     full = torch.tensor([list(range(0, 250, 7))])
     torch.testing.assert_close(_logits(loaded, full), _logits(pm, full), atol=1e-5, rtol=0)
+
+
+def test_peft_config_without_token_rows_gets_the_backspace_rows():
+    """A plain LoraConfig (no trainable_token_indices) still trains <bksp>: the trainer adds its rows to a copy."""
+    tok = byte_tokenizer()
+    model = tiny_model("tiny-llama", tokenizer=tok, seed=0)
+    ds = datasets.Dataset.from_dict({"prompt": ["q1:", "q2:"], "completion": ["1 ab", "2 ab"]})
+    args = SequenceMatchConfig(output_dir="unused", report_to="none", use_cpu=True, per_device_train_batch_size=2,
+                               rollouts_per_refresh=2, replay_buffer_size=2, max_new_actions=4)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    tr = SequenceMatchTrainer(model, args=args, train_dataset=ds, processing_class=tok, peft_config=cfg)
+    assert isinstance(tr.model, PeftModel) and cfg.trainable_token_indices is None  # the user's config is untouched
+    check_rows_trainable(tr.model, tr.backspace_id)
+    with pytest.raises(ValueError, match="already a PeftModel"):
+        SequenceMatchTrainer(get_peft_model(tiny_model("tiny-llama", tokenizer=tok, seed=0), cfg), args=args,
+                             train_dataset=ds, processing_class=tok, peft_config=cfg)

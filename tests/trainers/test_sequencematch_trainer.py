@@ -133,3 +133,17 @@ def test_cli_trains_sequencematch_on_a_text_file(tmp_path):
     assert "<bksp>" in AutoTokenizer.from_pretrained(out).get_vocab()
     assert main(["train", "--objective", "sequencematch", "--model", "tiny-gpt2", "--dataset", str(data),
                  "--output-dir", str(tmp_path / "x"), "--sample-every", "0"]) == 2
+
+
+def test_distributed_settings_are_checked_and_replay_is_saved_per_rank(tmp_path, arith, monkeypatch):
+    from types import SimpleNamespace
+
+    cfg = _cfg(tmp_path, rollouts_per_refresh=7)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: 7 rollouts cannot be shared by 2 ranks
+    with pytest.raises(ValueError, match="rollouts_per_refresh=7 cannot be shared equally by 2"):
+        _trainer(arith, cfg)
+    # one process keeps the historical file name; under DDP each rank writes (and resumes from) its own buffer
+    name = SequenceMatchTrainer._replay_file
+    assert name(SimpleNamespace(args=SimpleNamespace(world_size=1, process_index=0))) == "sequencematch_replay.json"
+    assert (name(SimpleNamespace(args=SimpleNamespace(world_size=2, process_index=1)))
+            == "sequencematch_replay-rank1.json")
