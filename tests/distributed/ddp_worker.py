@@ -51,7 +51,7 @@ def _dropout_off():
     return dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
-def _sm(out_dir: str, per_device: int, **overrides):
+def _sm(out_dir: str, per_device: int, resume: str | None = None, **overrides):
     import datasets
 
     from seqlevel.presets import byte_tokenizer, tiny_model
@@ -72,7 +72,7 @@ def _sm(out_dir: str, per_device: int, **overrides):
               rollout_temperature=1e-6, max_new_actions=6, p_noise=0.2, gamma=0.9, **_ddp_kwargs())
     kw.update(overrides)
     tr = SequenceMatchTrainer(model=model, args=SequenceMatchConfig(**kw), train_dataset=ds, processing_class=tok)
-    tr.train()
+    tr.train(resume_from_checkpoint=resume)
     return tr, model
 
 
@@ -83,6 +83,16 @@ def sequencematch(out_dir: str, per_device: int):
 def sequencematch_bc(out_dir: str, per_device: int):
     # the BC warm-up phase only (no rollouts): isolates the loss normalisation under DDP
     return _sm(out_dir, per_device, bc_warmup_steps=100)
+
+
+def sequencematch_save(out_dir: str, per_device: int):
+    # a refresh every 2nd SM step (steps 1 and 3 of 0..2): the last step trains on the buffer saved at step 2
+    return _sm(out_dir, per_device, sample_every=2, save_strategy="steps", save_steps=2)
+
+
+def sequencematch_resume(out_dir: str, per_device: int):
+    # the last step of sequencematch_save, resumed from its checkpoint-2 (each rank loads its own replay buffer)
+    return _sm(out_dir, per_device, resume=os.path.join(out_dir, "run", "checkpoint-2"), sample_every=2)
 
 
 def attribute(out_dir: str, per_device: int):
@@ -106,7 +116,8 @@ def attribute(out_dir: str, per_device: int):
 
 
 TRAINERS = {"mixce": mixce, "mixce_fsdp": mixce_fsdp, "sequencematch": sequencematch, "sequencematch_bc": sequencematch_bc,
-            "attribute": attribute}
+            "attribute": attribute, "sequencematch_save": sequencematch_save,
+            "sequencematch_resume": sequencematch_resume}
 
 
 def main():

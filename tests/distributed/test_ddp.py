@@ -51,6 +51,24 @@ def test_two_process_ddp_matches_single_process(tmp_path, trainer):
 
 
 @pytest.mark.slow
+def test_two_process_sequencematch_resume_restores_each_ranks_replay_buffer(tmp_path):
+    """Each rank saves its own replay buffer (listed in the manifest) and resumes from it: the resumed last step equals
+    the uninterrupted one (1e-7; giving both ranks rank 0's buffer, the old behaviour, moves the weights by 2.9e-5)."""
+    full = _run(tmp_path, 2, "sequencematch_save", per_device=2)
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    with open(ckpt / "seqlevel_checkpoint.json") as f:
+        listed = json.load(f)["files"]
+    buffers = [json.loads((ckpt / f"sequencematch_replay-rank{r}.json").read_text())["items"] for r in (0, 1)]
+    assert all(f"sequencematch_replay-rank{r}.json" in listed for r in (0, 1))
+    assert buffers[0] and buffers[0] != buffers[1]  # the ranks hold different rollouts
+    resumed = _run(tmp_path, 2, "sequencematch_resume", per_device=2)
+    assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-6)  # the log history resumes too
+    for k in full["weights"]:
+        torch.testing.assert_close(torch.tensor(resumed["weights"][k]), torch.tensor(full["weights"][k]),
+                                   atol=1e-7, rtol=0)
+
+
+@pytest.mark.slow
 def test_two_process_fsdp2_matches_single_process_and_saves_full_weights(tmp_path):
     """MixCETrainer under FSDP2 (GPT-2 blocks sharded over 2 gloo processes) = one process; the saved checkpoint
     is the consolidated full model (same tolerances)."""
