@@ -11,6 +11,7 @@ two runs identical when the trainer is DDP-correct.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -18,6 +19,15 @@ import pytest
 import torch
 
 WORKER = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
+# One xdist worker runs every launch in this file, one at a time: two torchrun jobs must never share a rendezvous.
+pytestmark = pytest.mark.xdist_group("distributed")
+
+
+def _free_port() -> int:
+    """A port nothing listens on now (the OS picks it), so each launch gets its own rendezvous store."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _run(tmp_path, nproc: int, trainer: str, per_device: int):
@@ -26,7 +36,7 @@ def _run(tmp_path, nproc: int, trainer: str, per_device: int):
         cmd = [sys.executable, WORKER, str(tmp_path), trainer, str(per_device)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-               str(29500 + os.getpid() % 1000), WORKER, str(tmp_path), trainer, str(per_device)]
+               str(_free_port()), WORKER, str(tmp_path), trainer, str(per_device)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     with open(tmp_path / f"result-{nproc}.json") as f:

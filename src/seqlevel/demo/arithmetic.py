@@ -22,7 +22,7 @@ def _config(quick: bool):
     if quick:
         return replace(QUICK, n_train=400, n_test=40, steps=60, bc_warmup_steps=40, sample_every=8, noises=(NOISE,),
                        seeds=(0,))
-    return replace(QUICK, n_train=2000, n_test=150, steps=400, bc_warmup_steps=260, noises=(NOISE,), seeds=(0,))
+    return replace(QUICK, n_train=1000, n_test=100, steps=200, bc_warmup_steps=130, noises=(NOISE,), seeds=(0,))
 
 
 def _render(actions: list[int], tokenizer, backspace_id: int, eos_id: int) -> str:

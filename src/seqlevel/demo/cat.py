@@ -16,10 +16,10 @@ def _argv(quick: bool, model_dir: str) -> dict[str, list[str]]:
         return {"key-to-door": ["--quick"],
                 "attribute-estimation": ["--quick", "--model-dir", model_dir],
                 "steering": ["--quick", "--model-dir", model_dir]}
-    return {"key-to-door": ["--episodes", "300", "--train-size", "3000", "--epochs", "4"],
-            "attribute-estimation": ["--train-size", "4000", "--steps", "400", "--eval-reviews", "12",
-                                     "--rollouts", "64", "--model-dir", model_dir],
-            "steering": ["--samples", "40", "--model-dir", model_dir]}
+    return {"key-to-door": ["--episodes", "200", "--train-size", "2000", "--epochs", "2"],
+            "attribute-estimation": ["--train-size", "3000", "--steps", "250", "--eval-reviews", "8",
+                                     "--rollouts", "32", "--model-dir", model_dir],
+            "steering": ["--samples", "20", "--model-dir", model_dir]}
 
 
 def _credit_png(model_dir: str, workdir: str) -> tuple[str, bytes]:
