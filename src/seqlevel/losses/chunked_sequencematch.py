@@ -6,19 +6,24 @@ and ``Q(s, a_t) = ℓ(a_t|s)`` (eq. 4: ``r = Q(s, a) − γ V(s')``). :func:`chu
 activation checkpointing: each chunk's ``(chunk, A)`` logits live only while that chunk is computed, in forward
 and again in backward. Peak memory is O(chunk · A) like :mod:`.chunked`'s MLE, instead of O(B · T · A).
 
-The terms and the loss are then the same arithmetic as :func:`seqlevel.losses.sequencematch_terms` /
-:func:`seqlevel.losses.sequencematch_loss` on ``(V, Q)`` (equal values and gradients, tested in fp64 to 1e-10).
+The terms and the loss are then the very functions :func:`seqlevel.losses.sequencematch_terms` /
+:func:`seqlevel.losses.sequencematch_loss` use on ``(V, Q)`` (``sequencematch_terms_from_qv``, ``_combine``) (equal values and gradients, tested in fp64 to 1e-10).
 BC comes for free from the same pass: ``−log π(a|s) = V(s) − Q(s, a)``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from seqlevel.losses.sequencematch import _QV, IGNORE, _check, phi
+from seqlevel.losses.sequencematch import (
+    _QV,
+    IGNORE,
+    _check,
+    _check_weights,
+    _combine,
+    sequencematch_terms_from_qv,
+)
 
 Tensor = torch.Tensor
 
@@ -89,70 +94,6 @@ def chunked_qv(
     return V, Q
 
 
-def sequencematch_terms_from_qv(
-    V: Tensor,
-    Q: Tensor,
-    batch: dict[str, Tensor],
-    *,
-    divergence: str = "chi2_mix",
-    gamma: float = 0.998,
-    eos: str = "absorbing",
-    max_phi_slope: float = 10.0,
-) -> dict[str, Tensor]:
-    """:func:`seqlevel.losses.sequencematch.sequencematch_terms` given ``V (B, T)`` and ``Q (B, T)``.
-
-    Returns the same dict (``phi``, ``r2``, ``value`` per sequence ``(B,)``; ``r``, ``V``, ``has_r`` ``(B, T)``).
-    """
-    dev, dt = V.device, V.dtype
-    labels, valid, eos_abs = batch["labels"].to(dev), batch["valid"].to(dev), batch["eos_abs"].to(dev)
-    V_next = torch.cat([V[:, 1:], torch.zeros_like(V[:, :1])], dim=1)  # (B, T): V(s_{t+1}) sits at slot t+1
-    w = torch.exp(batch["step"].to(dev, dt) * math.log(gamma))  # (B, T): occupancy weight γ^i
-    if eos == "done":  # IQ-Learn: y = (1 − done) γ V(s'); the transition into the <eos> state is terminal
-        done = torch.cat([eos_abs[:, 1:], torch.zeros_like(eos_abs[:, :1])], dim=1)
-        V_next = V_next.masked_fill(done, 0.0)
-    has_r = valid & (labels != IGNORE)
-    r = Q - gamma * V_next  # eq. (4): r = Q(s, a) − γ V(s')
-    mask = has_r.to(dt)
-    phi_sum = (mask * w * phi(divergence, torch.where(has_r, r, 0.0), max_phi_slope)).sum(1)
-    r2_sum = (mask * w * r**2).sum(1)
-    value_sum = (valid.to(dt) * w * (V - gamma * V_next)).sum(1)  # telescopes over time steps
-    if eos == "absorbing":  # closed-form tail at u_K: Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
-        a = eos_abs & (labels != IGNORE)
-        r_abs = Q - gamma * V  # <eos> in u_K leads back to u_K
-        am = a.to(dt)
-        tail_w = w / (1.0 - gamma)
-        phi_sum = phi_sum + (am * tail_w * phi(divergence, torch.where(a, r_abs, 0.0), max_phi_slope)).sum(1)
-        r2_sum = r2_sum + (am * tail_w * r_abs**2).sum(1)
-        value_sum = value_sum + (eos_abs.to(dt) * w * V).sum(1)
-        r = torch.where(a, r_abs, r)
-        has_r = has_r | a
-    return {"phi": phi_sum, "r2": r2_sum, "value": value_sum, "r": r.detach(), "V": V.detach(), "has_r": has_r}
-
-
-def _combine(terms: dict[str, Tensor], is_data: Tensor, divergence: str, gamma: float, model_reg: float,
-             model_mix: float, occupancy_normalize: bool, num_sequences) -> tuple[Tensor, dict[str, Tensor]]:
-    # the signed, weighted average of sequencematch_loss (same normalisation and fall-backs)
-    is_data = is_data.to(terms["phi"].device)
-    d, m = is_data.to(terms["phi"].dtype), (~is_data).to(terms["phi"].dtype)  # (B,)
-    if num_sequences is None:
-        n_d, n_m = float(is_data.sum()), float((~is_data).sum())
-    else:
-        n_d, n_m = float(num_sequences[0]), float(num_sequences[1])
-    lam = model_mix if n_d > 0 and n_m > 0 else (1.0 if n_m > 0 else 0.0)
-    zero = terms["phi"].sum() * 0.0
-    loss_data = -(d * terms["phi"]).sum() / n_d if n_d > 0 else zero  # −Ê_D[φ(r)]
-    loss_model = model_reg * (m * terms["r2"]).sum() / n_m if divergence == "chi2_mix" and n_m > 0 else zero
-    loss_value = zero
-    if n_d > 0:
-        loss_value = loss_value + (1.0 - lam) * (d * terms["value"]).sum() / n_d
-    if n_m > 0:
-        loss_value = loss_value + lam * (m * terms["value"]).sum() / n_m
-    scale = (1.0 - gamma) if occupancy_normalize else 1.0
-    parts = {"loss_data": scale * loss_data.detach(), "loss_model": scale * loss_model.detach(),
-             "loss_value": scale * loss_value.detach()}
-    return scale * (loss_data + loss_model + loss_value), parts
-
-
 def chunked_sequencematch_loss(
     hidden: Tensor,
     lm_head_weight: Tensor,
@@ -190,10 +131,7 @@ def chunked_sequencematch_loss(
     Returns:
         A scalar loss (and the terms dict when ``return_terms``).
     """
-    if not 0.0 <= float(model_mix) <= 1.0:
-        raise ValueError(f"model_mix must be in [0, 1], got {model_mix}; 0.5 is IQ-Learn's 50/50 mixture")
-    if float(model_reg) < 0.0:
-        raise ValueError(f"model_reg must be >= 0, got {model_reg}; 0.25 gives the χ²-mixture")
+    _check_weights(model_reg, model_mix)
     B, T = hidden.shape[:2]
     # the full-logits checks, on a shape-only stand-in for the (B, T, A) logits that are never built
     _check(torch.empty(B, T, lm_head_weight.shape[0], device="meta"), batch, gamma, divergence, eos)

@@ -159,33 +159,82 @@ def sequencematch_terms(
     """
     _check(logits, batch, gamma, divergence, eos)
     lg = logits if logits.dtype == torch.float64 else logits.float()  # (B, T, A) fp32 at least
-    dev = lg.device
-    labels, valid, eos_abs = batch["labels"].to(dev), batch["valid"].to(dev), batch["eos_abs"].to(dev)
     # V(s) = log Σ_a exp Q(s, a) over the extended vocabulary (<bksp>, <eos> included); Q(s_t, a_t)
-    V, Q = _QV.apply(lg, labels.clamp(min=0))  # (B, T), (B, T)
+    V, Q = _QV.apply(lg, batch["labels"].to(lg.device).clamp(min=0))  # (B, T), (B, T)
+    return sequencematch_terms_from_qv(V, Q, batch, divergence=divergence, gamma=gamma, eos=eos,
+                                       max_phi_slope=max_phi_slope)
+
+
+def sequencematch_terms_from_qv(
+    V: Tensor,
+    Q: Tensor,
+    batch: dict[str, Tensor],
+    *,
+    divergence: str = "chi2_mix",
+    gamma: float = 0.998,
+    eos: str = "absorbing",
+    max_phi_slope: float = 10.0,
+) -> dict[str, Tensor]:
+    """:func:`sequencematch_terms` given ``V (B, T)`` and ``Q (B, T)``: the arithmetic shared by the full-logits
+    and the chunked (hidden-state) losses.
+
+    Returns the same dict (``phi``, ``r2``, ``value`` per sequence ``(B,)``; ``r``, ``V``, ``has_r`` ``(B, T)``).
+    """
+    dev, dt = V.device, V.dtype
+    labels, valid, eos_abs = batch["labels"].to(dev), batch["valid"].to(dev), batch["eos_abs"].to(dev)
     V_next = torch.cat([V[:, 1:], torch.zeros_like(V[:, :1])], dim=1)  # (B, T): V(s_{t+1}) sits at slot t+1
-    w = torch.exp(batch["step"].to(dev, lg.dtype) * math.log(gamma))  # (B, T): occupancy weight γ^i
+    w = torch.exp(batch["step"].to(dev, dt) * math.log(gamma))  # (B, T): occupancy weight γ^i
     if eos == "done":  # IQ-Learn: y = (1 − done) γ V(s'); the transition into the <eos> state is terminal
         done = torch.cat([eos_abs[:, 1:], torch.zeros_like(eos_abs[:, :1])], dim=1)
         V_next = V_next.masked_fill(done, 0.0)
     has_r = valid & (labels != IGNORE)
     r = Q - gamma * V_next  # eq. (4): r = Q(s, a) − γ V(s')
-    mask = has_r.to(lg.dtype)
+    mask = has_r.to(dt)
     phi_sum = (mask * w * phi(divergence, torch.where(has_r, r, 0.0), max_phi_slope)).sum(1)
     r2_sum = (mask * w * r**2).sum(1)
-    value_sum = (valid.to(lg.dtype) * w * (V - gamma * V_next)).sum(1)  # telescopes over time steps
-    if eos == "absorbing":
-        # closed-form tail at the absorbing state u_K (reached at step K): Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
+    value_sum = (valid.to(dt) * w * (V - gamma * V_next)).sum(1)  # telescopes over time steps
+    if eos == "absorbing":  # closed-form tail at u_K: Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
         a = eos_abs & (labels != IGNORE)
-        r_abs = Q - gamma * V  # (B, T): <eos> in u_K leads back to u_K
-        am = a.to(lg.dtype)
+        r_abs = Q - gamma * V  # <eos> in u_K leads back to u_K
+        am = a.to(dt)
         tail_w = w / (1.0 - gamma)
         phi_sum = phi_sum + (am * tail_w * phi(divergence, torch.where(a, r_abs, 0.0), max_phi_slope)).sum(1)
         r2_sum = r2_sum + (am * tail_w * r_abs**2).sum(1)
-        value_sum = value_sum + (eos_abs.to(lg.dtype) * w * V).sum(1)  # Σ_{j≥K} γ^j (V − γV) = γ^K V(u_K)
+        value_sum = value_sum + (eos_abs.to(dt) * w * V).sum(1)
         r = torch.where(a, r_abs, r)
         has_r = has_r | a
     return {"phi": phi_sum, "r2": r2_sum, "value": value_sum, "r": r.detach(), "V": V.detach(), "has_r": has_r}
+
+
+def _check_weights(model_reg: float, model_mix: float) -> None:
+    if not 0.0 <= float(model_mix) <= 1.0:
+        raise ValueError(f"model_mix must be in [0, 1], got {model_mix}; 0.5 is IQ-Learn's 50/50 mixture")
+    if float(model_reg) < 0.0:
+        raise ValueError(f"model_reg must be >= 0, got {model_reg}; 0.25 gives the χ²-mixture")
+
+
+def _combine(terms: dict[str, Tensor], is_data: Tensor, divergence: str, gamma: float, model_reg: float,
+             model_mix: float, occupancy_normalize: bool, num_sequences) -> tuple[Tensor, dict[str, Tensor]]:
+    # the signed, weighted average of the per-sequence terms (value term on whichever side exists)
+    is_data = is_data.to(terms["phi"].device)
+    d, m = is_data.to(terms["phi"].dtype), (~is_data).to(terms["phi"].dtype)  # (B,)
+    if num_sequences is None:
+        n_d, n_m = float(is_data.sum()), float((~is_data).sum())
+    else:
+        n_d, n_m = float(num_sequences[0]), float(num_sequences[1])
+    lam = model_mix if n_d > 0 and n_m > 0 else (1.0 if n_m > 0 else 0.0)
+    zero = terms["phi"].sum() * 0.0
+    loss_data = -(d * terms["phi"]).sum() / n_d if n_d > 0 else zero  # −Ê_D[φ(r)]
+    loss_model = model_reg * (m * terms["r2"]).sum() / n_m if divergence == "chi2_mix" and n_m > 0 else zero
+    loss_value = zero
+    if n_d > 0:
+        loss_value = loss_value + (1.0 - lam) * (d * terms["value"]).sum() / n_d
+    if n_m > 0:
+        loss_value = loss_value + lam * (m * terms["value"]).sum() / n_m
+    scale = (1.0 - gamma) if occupancy_normalize else 1.0
+    parts = {"loss_data": scale * loss_data.detach(), "loss_model": scale * loss_model.detach(),
+             "loss_value": scale * loss_value.detach()}
+    return scale * (loss_data + loss_model + loss_value), parts
 
 
 def sequencematch_loss(
@@ -229,35 +278,12 @@ def sequencematch_loss(
         A scalar loss (and the terms of :func:`sequencematch_terms` plus ``loss_data``/``loss_model``/
         ``loss_value`` when ``return_terms``).
     """
-    if not 0.0 <= float(model_mix) <= 1.0:
-        raise ValueError(f"model_mix must be in [0, 1], got {model_mix}; 0.5 is IQ-Learn's 50/50 mixture")
-    if float(model_reg) < 0.0:
-        raise ValueError(f"model_reg must be >= 0, got {model_reg}; 0.25 gives the χ²-mixture")
+    _check_weights(model_reg, model_mix)
     terms = sequencematch_terms(logits, batch, divergence=divergence, gamma=gamma, eos=eos,
                                 max_phi_slope=max_phi_slope)
-    is_data = batch["is_data"].to(terms["phi"].device)
-    d, m = is_data.to(terms["phi"].dtype), (~is_data).to(terms["phi"].dtype)  # (B,)
-    if num_sequences is None:
-        n_d, n_m = float(is_data.sum()), float((~is_data).sum())
-    else:
-        n_d, n_m = float(num_sequences[0]), float(num_sequences[1])
-    lam = model_mix if n_d > 0 and n_m > 0 else (1.0 if n_m > 0 else 0.0)  # value term on whichever side exists
-    zero = terms["phi"].sum() * 0.0
-    loss_data = -(d * terms["phi"]).sum() / n_d if n_d > 0 else zero  # −Ê_D[φ(r)]
-    loss_model = zero
-    if divergence == "chi2_mix" and n_m > 0:
-        loss_model = model_reg * (m * terms["r2"]).sum() / n_m  # ¼ Ê_M[r²]: the mixture part
-    loss_value = zero
-    if n_d > 0:
-        loss_value = loss_value + (1.0 - lam) * (d * terms["value"]).sum() / n_d
-    if n_m > 0:
-        loss_value = loss_value + lam * (m * terms["value"]).sum() / n_m
-    scale = (1.0 - gamma) if occupancy_normalize else 1.0
-    loss = scale * (loss_data + loss_model + loss_value)
-    if not return_terms:
-        return loss
-    return loss, {**terms, "loss_data": scale * loss_data.detach(), "loss_model": scale * loss_model.detach(),
-                  "loss_value": scale * loss_value.detach()}
+    loss, parts = _combine(terms, batch["is_data"], divergence, gamma, model_reg, model_mix, occupancy_normalize,
+                           num_sequences)
+    return (loss, {**terms, **parts}) if return_terms else loss
 
 
 def bc_loss(
