@@ -22,6 +22,9 @@ def test_key_to_door_contract(capsys):
     assert set(r["win_rate"]) == {"cat", "bc", "pct_bc", "random"}
     assert all(0.0 <= v <= 1.0 for v in r["win_rate"].values())
     assert r["episodes"] == 20 and r["seeds"] == [0]
+    assert r["exact_q_greedy_win_rate"] == 1.0  # the ceiling: greedy on the exact Q^β
+    agree = r["per_seed"][0]["cat_vs_exact_q"]
+    assert 0.0 <= agree["argmax_agreement"] <= 1.0 and -1.0 <= agree["centred_correlation"] <= 1.0
 
 
 @pytest.mark.slow

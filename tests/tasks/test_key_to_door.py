@@ -67,3 +67,27 @@ def test_observations_hide_the_key_after_phase_one(seed):
     # in phase 3 the observation only depends on the position: same cell -> same token, key or not
     assert ((obs >= ktd.OBS3) & (obs < ktd.VOCAB_SIZE)).all()
     assert len(set(obs[env.has_key]) | set(obs[~env.has_key])) == 1  # everyone at the centre
+
+
+def test_behaviour_action_values_match_monte_carlo_rollouts():
+    """Exact DP of Q^β against uniform-random rollouts from fixed states (tolerance: 4 binomial s.e.)."""
+    q, p_door = ktd.behaviour_action_values()
+    assert 0.26 < p_door < 0.29  # tasks.md B.7: P(door | key) ≈ 0.27
+    n = 20_000
+    for (r, c), key in [((4, 4), 1), ((5, 1), 3)]:
+        for a in range(4):
+            env = ktd.KeyToDoor(n, seed=100 + a)
+            env.key[:] = key
+            env.pos[:] = (r, c)
+            env.step(np.full(n, a))
+            rng = np.random.default_rng(a)
+            while not env.done.all():
+                env.step(rng.integers(0, 4, n))
+            est, true = env.success.mean(), q[0, r, c, key, a]
+            assert abs(est - true) <= 4 * np.sqrt(true * (1 - true) / n), (r, c, key, a, est, true)
+
+
+def test_greedy_play_on_exact_action_values_always_wins():
+    """The ceiling of CAT's greedy one-step improvement: a perfect head finds the key in every layout."""
+    res = ktd.play_behaviour_greedy(2000, seed=7)
+    assert res["key_rate"] == 1.0 and res["win_rate"] == 1.0

@@ -12,7 +12,9 @@ models of the same architecture (a small GPT-2 over the trajectory tokens) train
 * **%BC**: ``λ = 0`` on the successful trajectories only (≈3%), greedy actions;
 * **random**: uniform actions.
 
-Each policy plays ``--episodes`` fresh episodes (the same start/key layouts for every policy). Sampled (temperature
+Diagnostics beside the win rates: greedy play on the exact behaviour-policy action values ``Q^β`` (the ceiling of
+CAT's one-step improvement; 1.0 on this layout) and how often the CAT head's best first action is best under
+``Q^β`` (``cat_vs_exact_q``). Each policy plays ``--episodes`` fresh episodes (the same start/key layouts for every policy). Sampled (temperature
 1) win rates of BC and %BC are reported too, as the DT paper does not say which it used (tasks.md B.3).
 """
 
@@ -116,6 +118,27 @@ def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, a
     return {"win_rate": float(wins.mean()), "wins": int(wins.sum()), "shortest_path_share": shortest}
 
 
+@torch.no_grad()
+def behaviour_agreement(model: AttributeModel) -> dict:
+    """How well the head's ``P(win | a)`` matches the exact ``Q^β`` (:func:`~seqlevel.tasks.key_to_door.behaviour_action_values`)
+    at the 100 first decisions (10 key cells x 10 start cells): the share where the head's best action is also
+    best under ``Q^β`` (what greedy steering needs), and the correlation of the per-state centred values."""
+    q, _ = ktd.behaviour_action_values()
+    ids, true = [], []
+    for k in range(len(ktd._KEY_CELLS)):
+        for r, c in ktd._START_CELLS:
+            obs = ktd.OBS1 + ktd._CELL[1][r, c] * (len(ktd._KEY_CELLS) + 1) + k
+            ids.append([ktd.BOS, ktd.KEY0 + k, obs])
+            true.append(q[0, r, c, k])
+    out = model.eval()(torch.tensor(ids), all_candidates=True)
+    pred = out.attribute[:, -1, ktd.ACTION_IDS, 0].float().sigmoid().numpy()
+    true = np.array(true)
+    best = true[np.arange(len(true)), pred.argmax(1)] >= true.max(1) - 1e-12
+    centred = lambda x: (x - x.mean(1, keepdims=True)).ravel()  # noqa: E731
+    return {"argmax_agreement": float(best.mean()), "centred_correlation": float(np.corrcoef(centred(pred),
+                                                                                             centred(true))[0, 1])}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.alpha < 0:
         raise ValueError(f"--alpha must be >= 0, got {args.alpha}")
@@ -143,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
              "pct_bc_sampled": play(pct, episodes, ev, mode="sample")}
         timings[str(seed)]["eval_seconds"] = time.perf_counter() - t0
         r["data_success_rate"] = float(data.success.mean())
+        r["cat_vs_exact_q"] = behaviour_agreement(cat)
+        r["exact_q_greedy"] = ktd.play_behaviour_greedy(episodes, ev)
         per_seed.append(r)
     mean = lambda k: float(np.mean([r[k]["win_rate"] for r in per_seed]))  # noqa: E731
     result = {
@@ -150,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         "episodes": episodes,
         "seeds": list(args.seeds),
         "sampled_win_rate": {"bc": mean("bc_sampled"), "pct_bc": mean("pct_bc_sampled")},
+        "exact_q_greedy_win_rate": float(np.mean([r["exact_q_greedy"]["win_rate"] for r in per_seed])),
         "cat_shortest_path_share": float(np.mean([r["cat"]["shortest_path_share"] for r in per_seed])),
         "per_seed": per_seed,
         "timings": timings,
@@ -161,5 +187,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Key-to-Door, {episodes} episodes x seeds {list(args.seeds)}: CAT {w['cat']:.3f}  BC {w['bc']:.3f}  "
               f"%BC {w['pct_bc']:.3f}  random {w['random']:.3f}  (sampled: BC {result['sampled_win_rate']['bc']:.3f}, "
               f"%BC {result['sampled_win_rate']['pct_bc']:.3f}); CAT shortest-path share "
-              f"{result['cat_shortest_path_share']:.3f}")
+              f"{result['cat_shortest_path_share']:.3f}; greedy on the exact Q^β (ceiling) "
+              f"{result['exact_q_greedy_win_rate']:.3f}; CAT argmax = best action under Q^β at "
+              f"{np.mean([r['cat_vs_exact_q']['argmax_agreement'] for r in per_seed]):.2f} of first decisions")
     return 0

@@ -181,3 +181,53 @@ def dataset(n: int = 10_000, seed: int = 0, successes_only: bool = False):
     keep = [i for i in range(n) if tr.success[i] or not successes_only]
     return datasets.Dataset.from_dict({"input_ids": [tr.tokens[i] for i in keep],
                                        "attribute": [int(tr.success[i]) for i in keep]})
+
+
+def behaviour_action_values() -> tuple[np.ndarray, float]:
+    """Exact ``Q^β(s, a) = P(win | s, a)`` of the uniform-random policy in the key room, by dynamic programming.
+
+    This is the attribute a CAT head trained on :func:`random_trajectories` estimates at key-room decisions (the
+    label is the episode's win; the data policy is uniform), so it is the ground truth for checking the head, and
+    greedy play on it is the ceiling of CAT's one-step policy improvement.
+
+    Returns:
+        ``(q, p_door)``: ``q (T1, 8, 11, 10, 4)``, the win probability after action ``a`` (N S W E) taken at step
+        ``t`` of phase 1 from cell ``(r, c)`` with the key on key cell ``k`` not yet held (0 on cells that are not
+        open); ``p_door``, the probability that random play in the door room reaches the door within ``T3`` steps
+        when the key is held (≈ 0.27): the value of every state once the key is held.
+    """
+    v3 = np.zeros((8, 11))  # value in the door room with the key, k steps left (k = 0 here)
+    for _ in range(T3):
+        nxt = np.zeros_like(v3)
+        for r, c in _ROOM3:
+            s = 0.0
+            for dr, dc in _MOVES:
+                nr, nc = r + dr, c + dc
+                s += 1.0 if (nr, nc) == _DOOR else (v3[nr, nc] if _OPEN[3, nr, nc] else v3[r, c])
+            nxt[r, c] = s / 4
+        v3 = nxt
+    p_door = float(v3[_START3])
+    q = np.zeros((T1, 8, 11, len(_KEY_CELLS), 4))
+    for k, key_rc in enumerate(_KEY_CELLS):
+        v_next = np.zeros((8, 11))  # value of (t + 1, cell) without the key; 0 after the last key-room step
+        for t in range(T1 - 1, -1, -1):
+            for r, c in _ROOM1:
+                for a, (dr, dc) in enumerate(_MOVES):
+                    nr, nc = (r + dr, c + dc) if _OPEN[1, r + dr, c + dc] else (r, c)
+                    q[t, r, c, k, a] = p_door if (nr, nc) == key_rc else v_next[nr, nc]
+            v_next = q[t].mean(-1)[..., k]
+    return q, p_door
+
+
+def play_behaviour_greedy(episodes: int, seed: int) -> dict:
+    """Greedy play on the exact :func:`behaviour_action_values` (ties: first action): the win rate a perfect CAT
+    head would give with greedy product-rule steering (α → ∞). In the door room it walks north (the best action)."""
+    q, _ = behaviour_action_values()
+    env = KeyToDoor(episodes, seed)
+    while not env.done.all():
+        r, c = env.pos[:, 0], env.pos[:, 1]
+        t = np.minimum(env.t, T1 - 1)
+        a1 = q[t, r, c, env.key].argmax(-1)
+        a = np.where(env.phase == 1, a1, 0)
+        env.step(a)
+    return {"win_rate": float(env.success.mean()), "key_rate": float((env.key_step >= 0).mean())}
