@@ -49,7 +49,22 @@ def test_force_first_steer_forces_only_step_zero():
     assert torch.equal(steer(torch.zeros(2, 6), ctx), torch.zeros(2, 6))
 
 
-@pytest.mark.parametrize("argv,msg", [(["--noises", "1.5"], "--noises must be in"), (["--steps", "0"], "--steps")])
+@pytest.mark.parametrize("argv,msg", [(["--noises", "1.5"], "--noises must be in"), (["--steps", "0"], "--steps"),
+                                      (["--steps", "10", "--bc-warmup-steps", "11"], "--bc-warmup-steps must be in"),
+                                      (["--n-embd", "30"], "--n-embd must be a positive multiple of 4")])
 def test_bad_input(argv, msg, capsys):
     assert main(["bench", "arithmetic", "--quick", *argv]) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_model_and_warmup_flags_reach_the_config():
+    import argparse
+
+    from seqlevel.bench.arithmetic import add_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cfg = config_from_args(p.parse_args(["--steps", "4000", "--bc-warmup-steps", "2666", "--n-layer", "4",
+                                         "--n-embd", "128"]))
+    model = dict(cfg.model_overrides)
+    assert (cfg.steps, cfg.bc_warmup_steps, model["n_layer"], model["n_embd"]) == (4000, 2666, 4, 128)

@@ -224,6 +224,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     p.add_argument("--sm-weight", type=float, default=None, help="convex weight w of SM after warm-up (default 0.5)")
     p.add_argument("--replay-buffer-size", type=int, default=None, help="rollouts kept in the replay buffer (default 256)")
+    p.add_argument("--bc-warmup-steps", type=int, default=None,
+                   help="BC warm-up steps of sequencematch (default 800, or 2/3 of --steps when that is smaller)")
+    p.add_argument("--n-layer", type=int, default=None, help="transformer layers of the model (default 2)")
+    p.add_argument("--n-embd", type=int, default=None, help="model width, a multiple of 4 heads (default 64)")
     p.add_argument("--output-dir", default="runs/bench_arithmetic", help="scratch directory for the runs")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -255,6 +259,19 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
         over["steps"] = args.steps
         over["bc_warmup_steps"] = min(cfg.bc_warmup_steps, max(0, args.steps * 2 // 3))
+    if args.bc_warmup_steps is not None:
+        if not 0 <= args.bc_warmup_steps <= over.get("steps", cfg.steps):
+            raise ValueError(f"--bc-warmup-steps must be in [0, --steps], got {args.bc_warmup_steps}")
+        over["bc_warmup_steps"] = args.bc_warmup_steps
+    model = dict(cfg.model_overrides)
+    for flag, key in (("n_layer", "n_layer"), ("n_embd", "n_embd")):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 1 or (key == "n_embd" and value % model["n_head"]):
+                raise ValueError(f"--{flag.replace('_', '-')} must be a positive multiple of {model['n_head']} "
+                                 f"(heads) for n_embd, >= 1 for n_layer; got {value}")
+            model[key] = value
+    over["model_overrides"] = tuple(model.items())
     return replace(cfg, **over)
 
 
