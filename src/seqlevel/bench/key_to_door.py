@@ -4,9 +4,11 @@ Per seed: 10,000 uniform-random trajectories (:func:`seqlevel.tasks.key_to_door.
 models of the same architecture (a small GPT-2 over the trajectory tokens) trained with
 :class:`~seqlevel.trainers.AttributeTrainer`:
 
-* **CAT**: ``CE + λ·L_attr (+ μ·L_consistency)`` on all trajectories, win/loss as a binary attribute (by default
-  with the NADO one-step consistency term, which the paper's CAT does not have; ``--consistency 0`` turns it
-  off); played with the product rule
+* **CAT**: ``CE + λ·L_attr (+ μ·L_consistency)`` on all trajectories, win/loss as a binary attribute (λ = 10;
+  the NADO one-step consistency term, which the paper's CAT does not have, is off by default); then, by default,
+  a fresh wider head is fitted on the frozen trunk's states at the action decisions
+  (:mod:`seqlevel.attributes.refit`, ``--head-refit-steps``), because joint training leaves the rare key-room
+  decisions underfit; played with the product rule
   ``p(a)·P(win | a)^α`` restricted to the four action tokens, greedily (α large = one-step policy improvement);
 * **BC**: ``λ = 0`` (plain next-token CE) on all trajectories (``--bc-epochs``), greedy actions;
 * **%BC**: ``λ = 0`` on the successful trajectories only (≈3%), greedy actions;
@@ -40,12 +42,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training/evaluation seeds (default 0)")
     p.add_argument("--episodes", type=int, default=1000, help="evaluation episodes per policy (default 1000)")
     p.add_argument("--train-size", type=int, default=10_000, help="random trajectories (default 10000)")
-    p.add_argument("--epochs", type=float, default=8.0, help="training epochs for CAT and BC (default 8)")
-    p.add_argument("--attribute-lambda", type=float, default=1.0, help="λ of the CAT model (default 1.0)")
+    p.add_argument("--epochs", type=float, default=10.0, help="training epochs of CAT (default 10)")
+    p.add_argument("--attribute-lambda", type=float, default=10.0, help="λ of the CAT model (default 10)")
     p.add_argument("--alpha", type=float, default=16.0, help="α of the CAT product rule (default 16)")
-    p.add_argument("--consistency", type=float, default=1.0,
-                   help="weight of the NADO one-step consistency term for CAT (default 1.0; 0 = the paper's CAT)")
+    p.add_argument("--consistency", type=float, default=0.0,
+                   help="weight of the NADO one-step consistency term for CAT (default 0 = the paper's CAT)")
     p.add_argument("--bc-epochs", type=float, default=1.0, help="training epochs for BC (default 1)")
+    p.add_argument("--head-refit-steps", type=int, default=3000,
+                   help="after joint training, fit a fresh head on cached trunk states of the action decisions "
+                        "(seqlevel.attributes.refit; 0 = off, the plain joint CAT; default 3000)")
+    p.add_argument("--head-refit-block", type=int, default=256, help="attribute block width of the refit head (256)")
     p.add_argument("--model-dir", default=None, help="also save the CAT model of the first seed here")
 
 
@@ -139,7 +145,26 @@ def behaviour_agreement(model: AttributeModel) -> dict:
                                                                                              centred(true))[0, 1])}
 
 
+def refit(model: AttributeModel, data, seed: int, steps: int, block: int, quick: bool) -> AttributeModel:
+    """Replace the jointly trained head by a fresh, wider one fitted on the frozen trunk's states at the action
+    decisions (:func:`seqlevel.attributes.refit.refit_head`): joint training leaves the rare key-room decisions
+    underfit (docs/results.md, issue 6)."""
+    import dataclasses
+
+    from seqlevel.attributes.head import AttributeHead
+    from seqlevel.attributes.refit import refit_head
+
+    torch.manual_seed(seed)
+    model.head = AttributeHead(dataclasses.replace(model.head.config, block_size=block, rank=32, query_std=0.5))
+    refit_head(model, data.tokens, data.success.astype(int), candidate_ids=ktd.ACTION_IDS, steps=steps,
+               batch_size=512 if quick else 8192, pad_id=ktd.PAD, seed=seed)
+    return model.eval()
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.head_refit_steps < 0 or args.head_refit_block < 1:
+        raise ValueError(f"--head-refit-steps must be >= 0 and --head-refit-block >= 1, got "
+                         f"{args.head_refit_steps}, {args.head_refit_block}")
     if args.alpha < 0:
         raise ValueError(f"--alpha must be >= 0, got {args.alpha}")
     if args.episodes < 1:
@@ -152,13 +177,19 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         data = ktd.random_trajectories(n_train, seed)
         cat = _train(data, seed, args.attribute_lambda, epochs, args.quick, consistency=args.consistency)
+        ev = 10_000 + seed  # evaluation layouts differ from the training ones
+        joint = None
+        if args.head_refit_steps:
+            joint = {"win_rate": play(cat, episodes, ev, mode="cat", alpha=args.alpha)["win_rate"],
+                     "vs_exact_q": behaviour_agreement(cat)}
+            cat = refit(cat, data, seed, 20 if args.quick else args.head_refit_steps, args.head_refit_block,
+                        args.quick)
         if args.model_dir and seed == args.seeds[0]:
             cat.save_pretrained(args.model_dir)
         bc = _train(data, seed, 0.0, 0.5 if args.quick else args.bc_epochs, args.quick)
         pct = _train(data, seed, 0.0, epochs * 10, args.quick, successes_only=True)
         timings[str(seed)] = {"train_seconds": time.perf_counter() - t0}
         t0 = time.perf_counter()
-        ev = 10_000 + seed  # evaluation layouts differ from the training ones
         r = {"cat": play(cat, episodes, ev, mode="cat", alpha=args.alpha),
              "bc": play(bc, episodes, ev, mode="greedy"), "pct_bc": play(pct, episodes, ev, mode="greedy"),
              "random": play(None, episodes, ev, mode="random"),
@@ -167,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         timings[str(seed)]["eval_seconds"] = time.perf_counter() - t0
         r["data_success_rate"] = float(data.success.mean())
         r["cat_vs_exact_q"] = behaviour_agreement(cat)
+        r["cat_joint_before_refit"] = joint
         r["exact_q_greedy"] = ktd.play_behaviour_greedy(episodes, ev)
         per_seed.append(r)
     mean = lambda k: float(np.mean([r[k]["win_rate"] for r in per_seed]))  # noqa: E731
