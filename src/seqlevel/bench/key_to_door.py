@@ -31,6 +31,7 @@ import torch
 from transformers import DynamicCache
 
 from seqlevel.attributes import AttributeModel
+from seqlevel.attributes.head import AttributeHead, AttributeHeadConfig
 from seqlevel.attributes.steering import ProductRule
 from seqlevel.decoding import StepContext
 from seqlevel.tasks import key_to_door as ktd
@@ -48,9 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consistency", type=float, default=0.0,
                    help="weight of the NADO one-step consistency term for CAT (default 0 = the paper's CAT)")
     p.add_argument("--bc-epochs", type=float, default=1.0, help="training epochs for BC (default 1)")
-    p.add_argument("--head-refit-steps", type=int, default=3000,
+    p.add_argument("--head-refit-steps", type=int, default=8000,
                    help="after joint training, fit a fresh head on cached trunk states of the action decisions "
-                        "(seqlevel.attributes.refit; 0 = off, the plain joint CAT; default 3000)")
+                        "(seqlevel.attributes.refit; 0 = off, the plain joint CAT; default 8000)")
     p.add_argument("--head-refit-block", type=int, default=256, help="attribute block width of the refit head (256)")
     p.add_argument("--model-dir", default=None, help="also save the CAT model of the first seed here")
 
@@ -76,6 +77,9 @@ def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_on
                           use_cpu=True, seed=seed, disable_tqdm=True, attribute_kind="binary",
                           attribute_lambda=lam, consistency_weight=consistency, head_rank=16, append_eos=False,
                           max_length=128)
+    if lam > 0:  # queries start at std 0.5, not 0.02, so the candidate-dependent term is not left at ~0 (results.md)
+        head = AttributeHead(AttributeHeadConfig("binary", ktd.VOCAB_SIZE, base.config.n_embd, rank=16, query_std=0.5))
+        base = AttributeModel(base, head)
     tr = AttributeTrainer(base, args=cfg, train_dataset=ds,
                           data_collator=AttributeCollator(ktd.PAD, "binary"))
     tr.remove_callback(PrinterCallback)  # stdout carries only the --json result
@@ -151,7 +155,6 @@ def refit(model: AttributeModel, data, seed: int, steps: int, block: int, quick:
     underfit (docs/results.md, issue 6)."""
     import dataclasses
 
-    from seqlevel.attributes.head import AttributeHead
     from seqlevel.attributes.refit import refit_head
 
     torch.manual_seed(seed)
