@@ -71,10 +71,11 @@ class AttributeModel(nn.Module):
 
     @classmethod
     def for_base(cls, base, kind: str = "binary", num_classes: int = 2, rank: int = 32,
-                 block_size: int | None = None) -> AttributeModel:
-        """A fresh head sized for ``base`` (vocabulary and hidden size read from it)."""
+                 block_size: int | None = None, query_std: float = 0.02) -> AttributeModel:
+        """A fresh head sized for ``base`` (vocabulary and hidden size read from it; the rest as in
+        :class:`AttributeHeadConfig`)."""
         cfg = AttributeHeadConfig(kind=kind, vocab_size=base_vocab_size(base), hidden_size=_hidden_size(base),
-                                  num_classes=num_classes, rank=rank, block_size=block_size)
+                                  num_classes=num_classes, rank=rank, block_size=block_size, query_std=query_std)
         head = AttributeHead(cfg).to(next(base.parameters()).device)
         return cls(base, head)
 

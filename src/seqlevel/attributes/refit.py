@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from seqlevel.losses.attribute import attribute_loss, check_attribute_labels
+from seqlevel.trainers.data import CausalLMCollator
 
 
 @torch.no_grad()
@@ -30,21 +31,17 @@ def cached_states(model, sequences: Sequence[Sequence[int]], candidate_ids: Sequ
     allowed = None if candidate_ids is None else torch.tensor(sorted(set(candidate_ids)))
     hs, nx, si = [], [], []
     device = next(model.parameters()).device
+    collate = CausalLMCollator(pad_id)
     for start in range(0, len(sequences), chunk):
-        batch = sequences[start:start + chunk]
-        width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, s in enumerate(batch):
-            ids[r, :len(s)], mask[r, :len(s)] = torch.tensor(list(s)), 1
-        out = model.base(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-        hidden = out.hidden_states[-1][:, :-1].float().cpu()
+        batch = collate([{"input_ids": s} for s in sequences[start:start + chunk]])
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        hidden = model(ids.to(device), mask.to(device)).hidden[:, :-1].float().cpu()
         nxt, keep = ids[:, 1:], mask[:, 1:].bool()
         if allowed is not None:
             keep &= torch.isin(nxt, allowed)
         hs.append(hidden[keep])
         nx.append(nxt[keep])
-        si.append((torch.arange(len(batch)) + start).unsqueeze(1).expand_as(keep)[keep])
+        si.append((torch.arange(len(ids)) + start).unsqueeze(1).expand_as(keep)[keep])
     return torch.cat(hs), torch.cat(nx), torch.cat(si)
 
 

@@ -31,7 +31,7 @@ import torch
 from transformers import DynamicCache
 
 from seqlevel.attributes import AttributeModel
-from seqlevel.attributes.head import AttributeHead, AttributeHeadConfig
+from seqlevel.attributes.head import AttributeHead
 from seqlevel.attributes.steering import ProductRule
 from seqlevel.decoding import StepContext
 from seqlevel.tasks import key_to_door as ktd
@@ -76,10 +76,9 @@ def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_on
                           warmup_steps=min(50, steps // 10), logging_steps=max(steps // 4, 1), save_strategy="no",
                           use_cpu=True, seed=seed, disable_tqdm=True, attribute_kind="binary",
                           attribute_lambda=lam, consistency_weight=consistency, head_rank=16, append_eos=False,
-                          max_length=128)
-    if lam > 0:  # queries start at std 0.5, not 0.02, so the candidate-dependent term is not left at ~0 (results.md)
-        head = AttributeHead(AttributeHeadConfig("binary", ktd.VOCAB_SIZE, base.config.n_embd, rank=16, query_std=0.5))
-        base = AttributeModel(base, head)
+                          max_length=128,
+                          # CAT queries start at std 0.5, not 0.02, so the candidate-dependent term is not left at ~0
+                          head_query_std=0.5 if lam > 0 else 0.02)
     tr = AttributeTrainer(base, args=cfg, train_dataset=ds,
                           data_collator=AttributeCollator(ktd.PAD, "binary"))
     tr.remove_callback(PrinterCallback)  # stdout carries only the --json result
@@ -134,15 +133,14 @@ def behaviour_agreement(model: AttributeModel) -> dict:
     at the 100 first decisions (10 key cells x 10 start cells): the share where the head's best action is also
     best under ``Q^β`` (what greedy steering needs), and the correlation of the per-state centred values."""
     q, _ = ktd.behaviour_action_values()
-    ids, true = [], []
-    for k in range(len(ktd._KEY_CELLS)):
-        for r, c in ktd._START_CELLS:
-            obs = ktd.OBS1 + ktd._CELL[1][r, c] * (len(ktd._KEY_CELLS) + 1) + k
-            ids.append([ktd.BOS, ktd.KEY0 + k, obs])
-            true.append(q[0, r, c, k])
+    n_keys, n_starts = len(ktd._KEY_CELLS), len(ktd._START_CELLS)
+    env = ktd.KeyToDoor(n_keys * n_starts)
+    env.key = np.repeat(np.arange(n_keys), n_starts)
+    env.pos = np.tile(np.array(ktd._START_CELLS), (n_keys, 1))
+    ids = np.stack([np.full(env.n, ktd.BOS), env.key_tokens(), env.observation()], 1)
     out = model.eval()(torch.tensor(ids), all_candidates=True)
     pred = out.attribute[:, -1, ktd.ACTION_IDS, 0].float().sigmoid().numpy()
-    true = np.array(true)
+    true = q[0, env.pos[:, 0], env.pos[:, 1], env.key]  # (100, 4)
     best = true[np.arange(len(true)), pred.argmax(1)] >= true.max(1) - 1e-12
     centred = lambda x: (x - x.mean(1, keepdims=True)).ravel()  # noqa: E731
     return {"argmax_agreement": float(best.mean()), "centred_correlation": float(np.corrcoef(centred(pred),

@@ -45,6 +45,8 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
             bounds its memory at ``chunk·V·K``.
         regime: ``"joint"`` (from scratch or fine-tuning) or ``"head_only"`` (frozen base).
         head_rank: r of the factorised head. head_block_size: width of the attribute block (default d).
+        head_query_std: init std of the head's queries (``AttributeHeadConfig.query_std``); used when a fresh head
+            is built.
         attribute_field: dataset column with one label per sequence.
         max_length / dataset_text_field / append_eos: as in ``MixCEConfig``.
         nonfinite_policy / nonfinite_check_grads / magnitude_limit / checkpoint_checksums: see
@@ -59,6 +61,7 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
     regime: str = field(default="joint", metadata={"help": "joint | head_only"})
     head_rank: int = field(default=32, metadata={"help": "rank r of the factorised head"})
     head_block_size: int | None = field(default=None, metadata={"help": "attribute block width (default d)"})
+    head_query_std: float = field(default=0.02, metadata={"help": "init std of the head's queries (fresh head)"})
     attribute_field: str = field(default="attribute", metadata={"help": "column with the sequence label"})
     max_length: int = field(default=512, metadata={"help": "max tokens per example, <eos> included"})
     dataset_text_field: str = field(default="text", metadata={"help": "text column of the dataset"})
@@ -143,7 +146,7 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
 
                 model = get_peft_model(model, peft_config)
             model = AttributeModel.for_base(model, args.attribute_kind, args.num_classes, args.head_rank,
-                                            args.head_block_size)
+                                            args.head_block_size, args.head_query_std)
         elif peft_config is not None:
             raise ValueError("peft_config was given with an AttributeModel; apply PEFT to the base before joining "
                              "it with the head, or pass the bare causal LM")
