@@ -264,13 +264,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             raise ValueError(f"--bc-warmup-steps must be in [0, --steps], got {args.bc_warmup_steps}")
         over["bc_warmup_steps"] = args.bc_warmup_steps
     model = dict(cfg.model_overrides)
-    for flag, key in (("n_layer", "n_layer"), ("n_embd", "n_embd")):
-        value = getattr(args, flag)
-        if value is not None:
-            if value < 1 or (key == "n_embd" and value % model["n_head"]):
-                raise ValueError(f"--{flag.replace('_', '-')} must be a positive multiple of {model['n_head']} "
-                                 f"(heads) for n_embd, >= 1 for n_layer; got {value}")
-            model[key] = value
+    if args.n_layer is not None:
+        if args.n_layer < 1:
+            raise ValueError(f"--n-layer must be >= 1, got {args.n_layer}")
+        model["n_layer"] = args.n_layer
+    if args.n_embd is not None:
+        if args.n_embd < 1 or args.n_embd % model["n_head"]:
+            raise ValueError(f"--n-embd must be a positive multiple of {model['n_head']} (heads), got {args.n_embd}")
+        model["n_embd"] = args.n_embd
     over["model_overrides"] = tuple(model.items())
     return replace(cfg, **over)
 
