@@ -115,3 +115,16 @@ def test_attribute_run_logs_credit_map_to_tensorboard(tmp_path, byte_tok, make_m
     events = _texts_in_events(cfg.output_dir)
     tag = "train/credit_map/text_summary"
     assert any("credit c_t" in s for s in events[tag])
+
+
+def test_user_credit_callback_takes_the_default_example(tmp_path, byte_tok, make_model):
+    train = datasets.Dataset.from_dict({"text": ["abc abc", "hello"], "attribute": [1, 0]})
+    cfg = AttributeConfig(output_dir=str(tmp_path / "c"), report_to="none", max_steps=1, use_cpu=True,
+                          save_strategy="no", disable_tqdm=True)
+    mine = CreditMapCallback(target=0, key="credit0")
+    tr = AttributeTrainer(make_model("tiny-gpt2", tokenizer=byte_tok), args=cfg, train_dataset=train,
+                          processing_class=byte_tok, callbacks=[mine])
+    ours = [c for c in tr.callback_handler.callbacks if isinstance(c, CreditMapCallback)]
+    assert ours == [mine] and mine.trainer is tr
+    assert mine.input_ids == tr.train_dataset[0]["input_ids"] and "no eval_dataset" in mine.source
+    assert mine.table(tr.model, byte_tok).startswith("credit toward a=0 on the first training example")

@@ -64,6 +64,9 @@ class _TrainerBound(TrainerCallback):
     def __init__(self, trainer=None):
         self.trainer = trainer
 
+    def _adopt(self, default) -> None:
+        """Take what the user left unset from the trainer's default (see :func:`attach`)."""
+
 
 class RolloutTableCallback(_TrainerBound):
     """Logs a table of rollouts at each SequenceMatch replay-buffer refresh.
@@ -122,6 +125,10 @@ class CreditMapCallback(_TrainerBound):
             raise ValueError(f"the credit-map example needs at least 2 tokens, got {len(input_ids)}")
         self.input_ids, self.target, self.label, self.key, self.source = input_ids, target, label, key, source
 
+    def _adopt(self, default) -> None:
+        if self.input_ids is None and isinstance(default, CreditMapCallback):  # user gave settings, not the example
+            self.input_ids, self.label, self.source = default.input_ids, default.label, default.source
+
     def _target(self, model) -> int:
         if self.target is not None:
             return self.target
@@ -167,7 +174,9 @@ def attach(trainer, default: _TrainerBound | None) -> None:
     for cb in trainer.callback_handler.callbacks:
         if isinstance(cb, _TrainerBound):
             cb.trainer = cb.trainer or trainer
-            present = present or (default is not None and isinstance(cb, type(default)))
+            if default is not None and isinstance(cb, type(default)):
+                cb._adopt(default)
+                present = True
     if default is not None and not present:
         default.trainer = trainer
         trainer.add_callback(default)
