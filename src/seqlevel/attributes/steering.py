@@ -82,6 +82,7 @@ def satisficing_scores(scores: torch.Tensor, attr: torch.Tensor, top_k: int, eps
 
 
 def check_satisficing(top_k: int, epsilon: float, tau: float) -> None:
+    """Refuse satisficing settings outside their ranges (k >= 1, ε and τ in [0, 1])."""
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must be in [0, 1], got {tau}; it is the attribute probability a candidate needs "
                          "(the CAT demo used 0.8)")
@@ -92,6 +93,7 @@ def check_satisficing(top_k: int, epsilon: float, tau: float) -> None:
 
 
 def check_alpha(alpha: float) -> None:
+    """Refuse a negative (or NaN) product-rule weight α."""
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}; 0 leaves the model unsteered, larger values "
                          "steer harder")

@@ -148,8 +148,11 @@ class CreditMapCallback(_TrainerBound):
         finally:
             model.train(was_training)
         est, credit = tr.estimate[0, :, target].tolist(), tr.credit[0, :, target].tolist()
-        rows = [[t, tokenizer.decode([tok_id], skip_special_tokens=False).replace(" ", "␣"), "–" if t == 0 else f"{est[t]:.3f}",
-                 "–" if t == 0 else f"{credit[t]:+.3f}"] for t, tok_id in enumerate(self.input_ids)]
+        def name_of(i: int) -> str:  # no tokenizer (e.g. pre-tokenized data): the id itself
+            return str(i) if tokenizer is None else tokenizer.decode([i], skip_special_tokens=False).replace(" ", "␣")
+
+        rows = [[t, name_of(tok_id), "–" if t == 0 else f"{est[t]:.3f}", "–" if t == 0 else f"{credit[t]:+.3f}"]
+                for t, tok_id in enumerate(self.input_ids)]
         name = "mean" if model.kind == "numeric" else f"a={target}"
         title = f"credit toward {name} on the {self.source}" + (f" (label {self.label})" if self.label is not None
                                                                else "")
