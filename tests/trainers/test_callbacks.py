@@ -128,3 +128,5 @@ def test_user_credit_callback_takes_the_default_example(tmp_path, byte_tok, make
     assert ours == [mine] and mine.trainer is tr
     assert mine.input_ids == tr.train_dataset[0]["input_ids"] and "no eval_dataset" in mine.source
     assert mine.table(tr.model, byte_tok).startswith("credit toward a=0 on the first training example")
+    no_tok = mine.table(tr.model, None).splitlines()
+    assert no_tok[4].startswith(f"| 0 | {tr.train_dataset[0]['input_ids'][0]} |")  # ids when there is no tokenizer
