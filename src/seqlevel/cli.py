@@ -84,6 +84,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--no-backspace", dest="backspace", action="store_false", help="decode without <bksp>")
     p.add_argument("--featurizer", default=None, help="local model for MAUVE features (default: the evaluated model)")
     p.add_argument("--no-mauve", action="store_true", help="skip MAUVE (no mauve-text needed)")
+    p.add_argument("--mauve-seeds", type=int, default=5, help="k-means seeds; MAUVE is reported as mean ± std")
+    p.add_argument("--mauve-max-tokens", type=int, default=None,
+                   help="truncate model and reference texts to this many featurizer tokens (default: the shorter "
+                        "side's median length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/evaluate", help="where metrics.json and report.md go")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")

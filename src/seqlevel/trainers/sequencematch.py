@@ -27,6 +27,7 @@ from seqlevel.backspace import add_backspace_token, augment_with_noise, collate,
 from seqlevel.decoding import generate
 from seqlevel.losses import bc_loss, sequencematch_loss
 from seqlevel.losses.sequencematch import DIVERGENCES, EOS_MODES
+from seqlevel.trainers.callbacks import RolloutTableCallback, attach, notify_rollouts
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
 from seqlevel.trainers.distributed import check_distributed_setup, rank_share, sum_over_ranks
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
@@ -354,6 +355,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         index_ds = datasets.Dataset.from_dict({"sm_index": list(range(len(examples)))})
         super().__init__(model=model, args=args, train_dataset=index_ds, processing_class=tok,
                          data_collator=_IndexCollator(), **kwargs)
+        attach(self, RolloutTableCallback())  # rollout tables in the training logs (trainers/callbacks.py)
 
     # ----- data ---------------------------------------------------------------------------------------------
     def _augment_and_encode(self, examples, args, noise_fn, tok):
@@ -422,6 +424,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             rollouts.append(Rollout(p, acts, step))
         self.replay.add(rollouts)
         self._refreshed_at = step
+        notify_rollouts(self, out, self.backspace_id if a.use_backspace else None)  # e.g. RolloutTableCallback
 
     def _encoded_rollout(self, r: Rollout):
         if r.encoded is None:
