@@ -244,7 +244,7 @@ def objective(table: Tensor, en: _Enumerated, model_prob: Tensor, *, sm_weight: 
     return loss
 
 
-def solve(world: TabularWorld, *, sm_weight: float = 0.5, outer: int = 60, inner: int = 200, tol: float = 1e-7,
+def solve(world: TabularWorld, *, sm_weight: float = 0.5, outer: int = 30, inner: int = 100, tol: float = 1e-6,
           init: Tensor | None = None, **sm_kwargs) -> tuple[Tensor, _Enumerated]:
     """The optimum of ``(1 − w)·BC + w·SM`` over the logit table, by fixed-point iteration (see module docstring).
 
@@ -350,3 +350,35 @@ def report(world: TabularWorld, table: Tensor, en: _Enumerated) -> dict[str, flo
     return {"tv": tv, "tv_max": tv_max, "entropy": ent, "expert_entropy": ent_e, "final_kl": kl, "bksp_clean": bk,
             "bksp_offdata": off["any"][0] / max(off["any"][1], 1e-300),
             "bksp_offdata_model_only": off["model_only"][0] / max(off["model_only"][1], 1e-300)}
+
+
+SETTINGS = {  # name -> solve() kwargs; the table in docs/results.md
+    "bc": dict(sm_weight=0.0),
+    "default (c=0.01, γ=0.998, w=0.5)": dict(sm_weight=0.5, chi2_weight=0.01, gamma=0.998),
+    "SM alone (w=1)": dict(sm_weight=1.0, chi2_weight=0.01, gamma=0.998),
+    "literal c=1/4": dict(sm_weight=0.5, chi2_weight=0.25, gamma=0.998),
+    "c=1/4, γ=0.9": dict(sm_weight=0.5, chi2_weight=0.25, gamma=0.9),
+    "value term on truncated rollouts": dict(sm_weight=0.5, chi2_weight=0.01, gamma=0.998, value_on_truncated=True),
+    "eos=done": dict(sm_weight=0.5, chi2_weight=0.01, gamma=0.998, eos="done"),
+    "tv (φ linear)": dict(sm_weight=0.5, divergence="tv", gamma=0.998),
+}
+
+
+def settings_table(horizon: int = 4, settings: dict | None = None, log=print) -> list[dict]:
+    """Solve every setting in three worlds (clean; noise 0.2; clean + model slips 0.1; noise + slips) and print
+    one Markdown row each: the instrument's table in docs/results.md."""
+    rows = []
+    worlds = {"clean": dict(), "noise 0.2": dict(p_noise=0.2), "slips 0.1": dict(model_slip=0.1),
+              "noise + slips": dict(p_noise=0.2, model_slip=0.1)}
+    log("| world | setting | policy TV | TV max | entropy (expert) | final-string KL | π(⌫) clean | "
+        "π(⌫) model-only |")
+    log("|---|---|---|---|---|---|---|---|")
+    for wname, wkw in worlds.items():
+        world = TabularWorld(horizon=horizon, **wkw)
+        for name, kw in (settings or SETTINGS).items():
+            r = report(world, *solve(world, **kw))
+            rows.append({"world": wname, "setting": name, **r})
+            log(f"| {wname} | {name} | {r['tv']:.4f} | {r['tv_max']:.4f} | {r['entropy']:.3f} "
+                f"({r['expert_entropy']:.3f}) | {r['final_kl']:.4f} | {r['bksp_clean']:.3f} | "
+                f"{r['bksp_offdata_model_only']:.3f} |")
+    return rows
