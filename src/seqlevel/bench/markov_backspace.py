@@ -60,9 +60,9 @@ class Config:
     """Noise insertion probability per data action (bc and the fine-tunes)."""
     n_layer: int = 2
     n_embd: int = 64
-    pretrain_steps: int = 3000
+    pretrain_steps: int = 2000
     """Optimizer steps of mle and bc."""
-    finetune_steps: int = 1000
+    finetune_steps: int = 800
     """Optimizer steps of bc_continued, sequencematch and tv from bc's checkpoint."""
     batch_size: int = 32
     lr: float = 3e-3
