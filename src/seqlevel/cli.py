@@ -97,8 +97,8 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the project's main job: each method on a task with known answers")
     p.add_argument("--quick", action="store_true", help="the small configuration the tests run (< 2 min)")
     p.add_argument("--output-dir", default="runs/demo", help="where the report and pictures go")
-    p.add_argument("--sections", default="markov,arithmetic,cat",
-                   help="comma list of sections to run (default all: markov,arithmetic,cat)")
+    p.add_argument("--sections", default="markov,sequencematch,arithmetic,cat",
+                   help="comma list of sections to run (default all: markov,sequencematch,arithmetic,cat)")
 
 
 def _add_explain(sub) -> None:
