@@ -37,7 +37,7 @@ def _figure(summary: list[dict]) -> bytes:
     colors = {"mle": "0.5", "bc": "tab:blue", "bc_continued": "tab:cyan", "sequencematch": "tab:red", "tv": "tab:orange"}
     ax.bar([s["method"] for s in rows], [100 * s["impossible_rate"] for s in rows],
            color=[colors[s["method"]] for s in rows])
-    ax.set_ylabel("impossible bigrams per 100 tokens\n(final text, after ⌫)")
+    ax.set_ylabel("impossible bigrams per 100 tokens\n(final text, after <bksp>)")
     ax.set_title("Compounding error on a known P: lower is better")
     fig.tight_layout()
     buf = io.BytesIO()

@@ -180,7 +180,6 @@ def _enumerate(world: TabularWorld) -> _Enumerated:
             slot_rows.append(walk(actions))
             taken.append(actions)
             data_prob.append(q)
-    n_data = len(encs)
 
     def rollouts(prefix):
         if len(prefix) == world.horizon:
@@ -273,7 +272,7 @@ def solve(world: TabularWorld, *, sm_weight: float = 0.5, outer: int = 30, inner
         opt = torch.optim.LBFGS([table], lr=1.0, max_iter=inner, tolerance_grad=1e-12, tolerance_change=1e-14,
                                 line_search_fn="strong_wolfe")
 
-        def closure():
+        def closure(opt=opt, mp=mp):
             opt.zero_grad()
             loss = objective(table, en, mp, sm_weight=sm_weight, sm_kwargs=sm_kwargs)
             loss.backward()
