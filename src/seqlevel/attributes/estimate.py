@@ -43,6 +43,61 @@ def expected_attribute(head, hidden: torch.Tensor, logits: torch.Tensor, kind: s
     return torch.cat(outs, 0).view(B, T, -1)
 
 
+@torch.no_grad()
+def class_probability(head, hidden: torch.Tensor, target: int, chunk: int | None = None) -> torch.Tensor:
+    """``P(a = target | x≤t, v)`` for every candidate ``v`` at every position, without the ``(B, T, V, K)`` tensor.
+
+    Equals ``to_distribution(head.all_candidates(hidden), kind)[..., target]`` (same values up to float rounding).
+
+    Args:
+        head: the :class:`~seqlevel.attributes.AttributeHead` (binary or categorical).
+        hidden: ``(B, T, d)`` trunk states.
+        target: the class asked for.
+        chunk: positions per chunk (peak extra memory ``chunk·V·(K-1)``); default all at once for a binary head
+            (its gap tensor is the output itself), 32 otherwise (the K-1 gap rows stay in cache).
+
+    Returns:
+        ``(B, T, V)`` probabilities.
+    """
+    B, T, d = hidden.shape
+    if chunk is None:
+        chunk = B * T if head.config.kind == "binary" else 32
+    h = hidden.reshape(B * T, d)
+    out = torch.cat([head.class_probability(h[s:s + chunk], target) for s in range(0, B * T, chunk)], 0)
+    return out.view(B, T, -1)
+
+
+@dataclass
+class TopCandidates:
+    """The ``k`` most likely next tokens at each position: ``ids``/``probs (B, T, k)`` (p(v), descending) and
+    ``attribute (B, T, k, K)`` = P(a | x≤t, v) for those v only (``(mean, variance)`` for numeric heads)."""
+
+    ids: torch.Tensor
+    probs: torch.Tensor
+    attribute: torch.Tensor
+
+
+@torch.no_grad()
+def top_candidates(head, hidden: torch.Tensor, logits: torch.Tensor, k: int, kind: str) -> TopCandidates:
+    """The attribute of the top-``k`` candidates of p at every position (what steering over the top-k and
+    counterfactuals read), ``O(B·T·k)`` head work instead of ``O(B·T·V)``.
+
+    Args:
+        head: the :class:`~seqlevel.attributes.AttributeHead`.
+        hidden: ``(B, T, d)`` trunk states; logits: ``(B, T, V)`` token logits at the same positions.
+        k: candidates per position, ``1 <= k <= V``.
+        kind: head kind.
+
+    Returns:
+        :class:`TopCandidates`; ``attribute`` equals the full all-candidates distribution gathered at ``ids``.
+    """
+    V = logits.shape[-1]
+    if not 1 <= k <= V:
+        raise ValueError(f"k must be in [1, {V}] (the vocabulary), got {k}")
+    probs, ids = logits.float().softmax(-1).topk(k, dim=-1)  # (B, T, k) each
+    return TopCandidates(ids=ids, probs=probs, attribute=to_distribution(head.at_candidates(hidden, ids), kind))
+
+
 def _last_index(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     if attention_mask is None:
         return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)

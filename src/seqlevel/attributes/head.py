@@ -135,6 +135,50 @@ class AttributeHead(nn.Module):
         out = out.add_(self.token_bias.t()).add_(c.unsqueeze(-1))
         return out.transpose(-1, -2)
 
+    def at_candidates(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Head outputs at ``k`` candidates per position (e.g. the top-k of p), never touching the other V - k.
+
+        Args:
+            hidden: ``(..., d)`` trunk states.
+            tokens: ``(..., k)`` candidate ids in ``[0, V)``.
+
+        Returns:
+            ``(..., k, n_out)`` raw outputs, equal to ``all_candidates(hidden)`` gathered at ``tokens``.
+        """
+        q, c = self.features(hidden)  # (..., n_out, r), (..., n_out)
+        keys = self.token_keys[tokens]  # (..., k, r)
+        return keys @ q.transpose(-1, -2) + self.token_bias[tokens] + c.unsqueeze(-2)  # (..., k, n_out)
+
+    def class_probability(self, hidden: torch.Tensor, target: int) -> torch.Tensor:
+        """``P(a = target | v)`` for every candidate ``v``: ``hidden (..., d)`` -> ``(..., V)`` (binary/categorical).
+
+        Never builds the ``(..., V, K)`` class tensor: with logit gaps ``g_j = l_j − l_target`` (each one folded
+        ``(r + 2)``-wide GEMM, as the binary :meth:`all_candidates`), ``P = 1 / (1 + Σ_{j≠target} exp(g_j))``,
+        which is the softmax's target entry (an ``inf`` gap gives 0, as the softmax does).
+        """
+        K = self.config.num_classes
+        if self.config.kind == "numeric" or not 0 <= target < K:
+            raise ValueError(f"class_probability needs a binary or categorical head and a target in [0, {K}), got "
+                             f"kind={self.config.kind!r}, target={target}; numeric heads give (mean, variance)")
+        q, c = self.features(hidden)  # (..., n_out, r), (..., n_out)
+        lead, r = q.shape[:-2], q.shape[-1]
+        if self.config.kind == "binary":  # one logit l = l_1 − l_0: the gap to the other class is ∓l
+            sign = -1.0 if target == 1 else 1.0
+            dq, dc, db = sign * q, sign * c, sign * self.token_bias  # (..., 1, r), (..., 1), (V, 1)
+        else:
+            others = [j for j in range(K) if j != target]
+            dq = q[..., others, :] - q[..., target:target + 1, :]  # (..., K-1, r)
+            dc = c[..., others] - c[..., target:target + 1]  # (..., K-1)
+            db = self.token_bias[:, others] - self.token_bias[:, target:target + 1]  # (V, K-1)
+        J = dq.shape[-2]
+        qa = torch.cat([dq, dc.unsqueeze(-1), torch.ones_like(dc).unsqueeze(-1)], -1)  # (..., J, r+2)
+        qa = qa.reshape(-1, J, r + 2).transpose(0, 1)  # (J, n, r+2)
+        keys = torch.cat([self.token_keys.expand(J, -1, -1), torch.ones_like(db.t()).unsqueeze(-1),
+                          db.t().unsqueeze(-1)], -1)  # (J, V, r+2): [E_v, 1, b_vj − b_v,target]
+        gaps = torch.bmm(qa, keys.transpose(1, 2))  # (J, n, V)
+        out = gaps.exp_().sum(0) if J > 1 else gaps[0].exp_()  # (n, V)
+        return out.add_(1.0).reciprocal_().view(*lead, -1)
+
 
 def to_distribution(raw: torch.Tensor, kind: str) -> torch.Tensor:
     """Raw head outputs ``(..., n_out)`` -> class probabilities ``(..., K)``, or ``(mean, variance)`` if numeric.
