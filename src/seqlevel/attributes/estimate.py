@@ -44,27 +44,24 @@ def expected_attribute(head, hidden: torch.Tensor, logits: torch.Tensor, kind: s
 
 
 @torch.no_grad()
-def class_probability(head, hidden: torch.Tensor, target: int, chunk: int | None = None) -> torch.Tensor:
+def class_probability(head, hidden: torch.Tensor, target: int, chunk: int = 32) -> torch.Tensor:
     """``P(a = target | x≤t, v)`` for every candidate ``v`` at every position, without the ``(B, T, V, K)`` tensor.
 
-    Equals ``to_distribution(head.all_candidates(hidden), kind)[..., target]`` (same values up to float rounding).
+    Equals ``to_distribution(head.all_candidates(hidden), kind)[..., target]`` (up to float rounding); see
+    :meth:`~seqlevel.attributes.AttributeHead.class_probability` for how.
 
     Args:
         head: the :class:`~seqlevel.attributes.AttributeHead` (binary or categorical).
         hidden: ``(B, T, d)`` trunk states.
         target: the class asked for.
-        chunk: positions per chunk (peak extra memory ``chunk·V·(K-1)``); default all at once for a binary head
-            (its gap tensor is the output itself), 32 otherwise (the K-1 gap rows stay in cache).
+        chunk: positions per block (extra memory ``chunk·V`` beyond the output).
 
     Returns:
         ``(B, T, V)`` probabilities.
     """
-    B, T, d = hidden.shape
-    if chunk is None:
-        chunk = B * T if head.config.kind == "binary" else 32
-    h = hidden.reshape(B * T, d)
-    out = torch.cat([head.class_probability(h[s:s + chunk], target) for s in range(0, B * T, chunk)], 0)
-    return out.view(B, T, -1)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return head.class_probability(hidden, target, chunk=chunk)
 
 
 @dataclass

@@ -149,36 +149,50 @@ class AttributeHead(nn.Module):
         keys = self.token_keys[tokens]  # (..., k, r)
         return keys @ q.transpose(-1, -2) + self.token_bias[tokens] + c.unsqueeze(-2)  # (..., k, n_out)
 
-    def class_probability(self, hidden: torch.Tensor, target: int) -> torch.Tensor:
+    def class_probability(self, hidden: torch.Tensor, target: int, chunk: int = 32) -> torch.Tensor:
         """``P(a = target | v)`` for every candidate ``v``: ``hidden (..., d)`` -> ``(..., V)`` (binary/categorical).
 
-        Never builds the ``(..., V, K)`` class tensor: with logit gaps ``g_j = l_j − l_target`` (each one folded
-        ``(r + 2)``-wide GEMM, as the binary :meth:`all_candidates`), ``P = 1 / (1 + Σ_{j≠target} exp(g_j))``,
-        which is the softmax's target entry (an ``inf`` gap gives 0, as the softmax does).
+        Never builds the ``(..., V, K)`` class tensor. With the logit gaps ``g_j(v) = l_j(v) − l_target(v)``, each a
+        folded ``(r + 2)``-wide GEMM as in the binary :meth:`all_candidates`, ``P = 1 / (1 + Σ_{j≠target}
+        exp(g_j))``, the softmax's target entry (an ``inf`` gap gives 0, as the softmax does); a binary head takes
+        ``sigmoid(−g)``. Positions go ``chunk`` at a time so each ``(chunk, V)`` gap block is exponentiated and
+        summed while it is still in cache.
         """
         K = self.config.num_classes
         if self.config.kind == "numeric" or not 0 <= target < K:
             raise ValueError(f"class_probability needs a binary or categorical head and a target in [0, {K}), got "
                              f"kind={self.config.kind!r}, target={target}; numeric heads give (mean, variance)")
         q, c = self.features(hidden)  # (..., n_out, r), (..., n_out)
-        lead, r = q.shape[:-2], q.shape[-1]
+        lead = q.shape[:-2]
+        q, c = q.reshape(-1, *q.shape[-2:]), c.reshape(-1, c.shape[-1])  # (n, n_out, r), (n, n_out)
         if self.config.kind == "binary":  # one logit l = l_1 − l_0: the gap to the other class is ∓l
             sign = -1.0 if target == 1 else 1.0
-            dq, dc, db = sign * q, sign * c, sign * self.token_bias  # (..., 1, r), (..., 1), (V, 1)
+            dq, dc, db = sign * q, sign * c, sign * self.token_bias  # (n, 1, r), (n, 1), (V, 1)
         else:
             others = [j for j in range(K) if j != target]
-            dq = q[..., others, :] - q[..., target:target + 1, :]  # (..., K-1, r)
-            dc = c[..., others] - c[..., target:target + 1]  # (..., K-1)
+            dq = q[:, others] - q[:, target:target + 1]  # (n, K-1, r)
+            dc = c[:, others] - c[:, target:target + 1]  # (n, K-1)
             db = self.token_bias[:, others] - self.token_bias[:, target:target + 1]  # (V, K-1)
-        J = dq.shape[-2]
-        qa = torch.cat([dq, dc.unsqueeze(-1), torch.ones_like(dc).unsqueeze(-1)], -1)  # (..., J, r+2)
-        qa = qa.reshape(-1, J, r + 2).transpose(0, 1)  # (J, n, r+2)
-        keys = torch.cat([self.token_keys.expand(J, -1, -1), torch.ones_like(db.t()).unsqueeze(-1),
-                          db.t().unsqueeze(-1)], -1)  # (J, V, r+2): [E_v, 1, b_vj − b_v,target]
-        gaps = torch.bmm(qa, keys.transpose(1, 2))  # (J, n, V)
-        out = gaps.exp_().sum(0) if J > 1 else gaps[0].exp_()  # (n, V)
-        return out.add_(1.0).reciprocal_().view(*lead, -1)
-
+        qa = torch.cat([dq, dc.unsqueeze(-1), torch.ones_like(dc).unsqueeze(-1)], -1)  # (n, J, r+2)
+        ones = torch.ones_like(db[:, :1])
+        keys = [torch.cat([self.token_keys, ones, db[:, j:j + 1]], -1).t() for j in range(db.shape[1])]  # (r+2, V)
+        n, V = qa.shape[0], db.shape[0]
+        out = torch.empty(n, V, dtype=qa.dtype, device=qa.device)
+        gap = torch.empty(min(chunk, n), V, dtype=qa.dtype, device=qa.device) if len(keys) > 1 else None
+        for s in range(0, n, chunk):
+            o = out[s:s + chunk]
+            if len(keys) == 1:  # binary (or K = 2): P = sigmoid(−gap)
+                torch.mm(qa[s:s + chunk, 0].neg(), keys[0], out=o)
+                o.sigmoid_()
+                continue
+            torch.mm(qa[s:s + chunk, 0], keys[0], out=o)
+            o.exp_()
+            g = gap[: o.shape[0]]
+            for j in range(1, len(keys)):
+                torch.mm(qa[s:s + chunk, j], keys[j], out=g)
+                o.add_(g.exp_())
+            o.add_(1.0).reciprocal_()
+        return out.view(*lead, V)
 
 def to_distribution(raw: torch.Tensor, kind: str) -> torch.Tensor:
     """Raw head outputs ``(..., n_out)`` -> class probabilities ``(..., K)``, or ``(mean, variance)`` if numeric.

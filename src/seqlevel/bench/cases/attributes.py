@@ -35,13 +35,16 @@ def cat_estimate_vs_forward(device: str = "cpu", quick: bool = False) -> SpeedCa
     B: the base model's plain forward + softmax on the same batch.
 
     The head's extra work is one ``(B·T, r + 2) x (r + 2, V)`` GEMM (r = 8 vs d = 128 for the LM head) and a
-    sigmoid over ``(B, T, V)``."""
+    sigmoid over ``(B, T, V)``, done block by block while the block is in cache
+    (:func:`seqlevel.attributes.estimate.class_probability`)."""
+    from seqlevel.attributes.estimate import class_probability
+
     base, model, ids, desc = _workload(device, quick, "binary")
 
     @torch.no_grad()
     def estimate():
-        out = model(ids, all_candidates=True)  # attribute: (B, T, V, 1) view of a fresh tensor
-        return out.logits.softmax(-1), out.attribute[..., 0].sigmoid_()  # p(v) (B,T,V), P(a=1|v) (B,T,V)
+        out = model(ids)  # logits (B, T, V), hidden (B, T, d)
+        return out.logits.softmax(-1), class_probability(model.head, out.hidden, target=1)  # p(v), P(a=1|v)
 
     @torch.no_grad()
     def forward():
