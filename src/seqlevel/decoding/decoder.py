@@ -253,25 +253,32 @@ def generate(
 
 
 def _apply_steer(steer, scores, step, done, L, prompt_len, live_tok, hidden, backspace_id, eos_ids):
-    """Call the hook on the live rows only and write its scores back."""
-    live_rows = (~done).nonzero().squeeze(1)  # (R,)
-    lengths = L[live_rows]
+    """Call the hook on the live rows only and write its scores back (no gather/scatter while every row is live)."""
+    all_live = not bool(done.any())
+    if all_live:  # views, no copies: the common case while no row has finished
+        live_rows, pick = torch.arange(done.shape[0], device=done.device), slice(None)
+    else:
+        live_rows = (~done).nonzero().squeeze(1)  # (R,)
+        pick = live_rows
+    lengths = L[pick]
     ctx = StepContext(
         step=step,
         rows=live_rows,
         live_lengths=lengths,
-        prompt_lengths=prompt_len[live_rows],
-        tokens=live_tok[live_rows, : int(lengths.max())],
-        hidden_states=None if hidden is None else tuple(h[live_rows] for h in hidden),
+        prompt_lengths=prompt_len[pick],
+        tokens=live_tok[pick, : int(lengths.max())],
+        hidden_states=None if hidden is None else tuple(h[pick] for h in hidden),
         backspace_id=backspace_id,
         eos_token_ids=eos_ids,
     )
-    new = steer(scores[live_rows], ctx)
+    new = steer(scores[pick], ctx)
     if new is None:
         return scores
     if new.shape != (len(live_rows), scores.shape[1]):
         raise ValueError(f"steer returned scores of shape {tuple(new.shape)}; expected "
                          f"{(len(live_rows), scores.shape[1])} (one row per ctx.rows entry, full vocabulary)")
+    if all_live:
+        return new.to(scores.dtype)
     scores = scores.clone()
     scores[live_rows] = new.to(scores.dtype)
     return scores
