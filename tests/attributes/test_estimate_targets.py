@@ -77,3 +77,18 @@ def test_head_at_candidates_equals_all_candidates_gathered(make_model):
         full = m.head.all_candidates(h)  # (3, 4, V, 5)
         torch.testing.assert_close(m.head.at_candidates(h, tok), full.gather(2, tok[..., None].expand(-1, -1, -1, 5)),
                                    **TOL)
+
+
+def test_class_probability_can_write_into_the_logits(make_model):
+    m = _model(make_model, "categorical", 5)
+    x = torch.randint(0, V, (2, 6))
+    with torch.no_grad():
+        out = m(x)
+        ref = class_probability(m.head, out.hidden, 2)
+        p = out.logits.softmax(-1)
+        got = class_probability(m.head, out.hidden, 2, out=out.logits)
+    assert got.data_ptr() == out.logits.data_ptr()
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert torch.allclose(p.sum(-1), torch.ones(2, 6))
+    with pytest.raises(ValueError, match="out must be a contiguous"):
+        class_probability(m.head, out.hidden, 2, out=out.logits[:, :3])

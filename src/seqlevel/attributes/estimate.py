@@ -44,7 +44,8 @@ def expected_attribute(head, hidden: torch.Tensor, logits: torch.Tensor, kind: s
 
 
 @torch.no_grad()
-def class_probability(head, hidden: torch.Tensor, target: int, chunk: int = 32) -> torch.Tensor:
+def class_probability(head, hidden: torch.Tensor, target: int, chunk: int = 32,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
     """``P(a = target | x≤t, v)`` for every candidate ``v`` at every position, without the ``(B, T, V, K)`` tensor.
 
     Equals ``to_distribution(head.all_candidates(hidden), kind)[..., target]`` (up to float rounding); see
@@ -55,13 +56,15 @@ def class_probability(head, hidden: torch.Tensor, target: int, chunk: int = 32) 
         hidden: ``(B, T, d)`` trunk states.
         target: the class asked for.
         chunk: positions per block (extra memory ``chunk·V`` beyond the output).
+        out: optional ``(B, T, V)`` tensor to write into (e.g. the logits once ``p`` is taken from them), saving a
+            fresh ``(B, T, V)`` allocation.
 
     Returns:
         ``(B, T, V)`` probabilities.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    return head.class_probability(hidden, target, chunk=chunk)
+    return head.class_probability(hidden, target, chunk=chunk, out=out)
 
 
 @dataclass

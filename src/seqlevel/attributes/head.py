@@ -149,14 +149,17 @@ class AttributeHead(nn.Module):
         keys = self.token_keys[tokens]  # (..., k, r)
         return keys @ q.transpose(-1, -2) + self.token_bias[tokens] + c.unsqueeze(-2)  # (..., k, n_out)
 
-    def class_probability(self, hidden: torch.Tensor, target: int, chunk: int = 32) -> torch.Tensor:
+    def class_probability(self, hidden: torch.Tensor, target: int, chunk: int = 32,
+                          out: torch.Tensor | None = None) -> torch.Tensor:
         """``P(a = target | v)`` for every candidate ``v``: ``hidden (..., d)`` -> ``(..., V)`` (binary/categorical).
 
         Never builds the ``(..., V, K)`` class tensor. With the logit gaps ``g_j(v) = l_j(v) − l_target(v)``, each a
         folded ``(r + 2)``-wide GEMM as in the binary :meth:`all_candidates`, ``P = 1 / (1 + Σ_{j≠target}
         exp(g_j))``, the softmax's target entry (an ``inf`` gap gives 0, as the softmax does); a binary head takes
         ``sigmoid(−g)``. Positions go ``chunk`` at a time so each ``(chunk, V)`` gap block is exponentiated and
-        summed while it is still in cache.
+        summed while it is still in cache. ``out`` (``(..., V)``, contiguous, the head's dtype) receives the result
+        instead of a fresh tensor, e.g. the token logits once their softmax is taken: on CPU a fresh ``(B, T, V)``
+        allocation (page faults, first touch) costs about as much as the head's GEMM.
         """
         K = self.config.num_classes
         if self.config.kind == "numeric" or not 0 <= target < K:
@@ -177,7 +180,13 @@ class AttributeHead(nn.Module):
         ones = torch.ones_like(db[:, :1])
         keys = [torch.cat([self.token_keys, ones, db[:, j:j + 1]], -1).t() for j in range(db.shape[1])]  # (r+2, V)
         n, V = qa.shape[0], db.shape[0]
-        out = torch.empty(n, V, dtype=qa.dtype, device=qa.device)
+        if out is None:
+            out = torch.empty(n, V, dtype=qa.dtype, device=qa.device)
+        elif out.shape != (*lead, V) or not out.is_contiguous() or out.dtype != qa.dtype:
+            raise ValueError(f"out must be a contiguous {qa.dtype} tensor of shape {(*lead, V)}, got "
+                             f"{out.dtype} {tuple(out.shape)}; pass e.g. the float32 logits of the same positions")
+        else:
+            out = out.view(n, V)
         gap = torch.empty(min(chunk, n), V, dtype=qa.dtype, device=qa.device) if len(keys) > 1 else None
         for s in range(0, n, chunk):
             o = out[s:s + chunk]

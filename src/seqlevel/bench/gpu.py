@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from seqlevel.bench.cases import device_sync
+from seqlevel.bench.cases import device_sync, random_tokens
 
 H100_BF16_DENSE_FLOPS = 989e12
 OBJECTIVES = ("mle", "mixce", "sequencematch", "sequencematch-chunked")
@@ -63,8 +63,7 @@ def make_step(objective: str, model, B: int, T: int, device: str, dtype: torch.d
         raise ValueError(f"unknown objective {objective!r}; choose from {OBJECTIVES}")
     V = model.get_output_embeddings().weight.shape[0]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, V - 1, (B, T), generator=g).to(device)
+    ids = random_tokens(B, T, V, low=3, high=V - 1).to(device)
     batch = {k: v.to(device) for k, v in synthetic_batch(B, T, V, p_backspace=0.2, dtype=dtype).items()}
     inputs = model_inputs(batch)
 

@@ -9,8 +9,9 @@
   ``(V, d)``, labels ``(B, T)``, tokens per chunk) and returns a zero-argument callable giving the scalar loss;
   whatever it builds first (a head, a batch's loss fields) is an input, outside the measurement, like the
   projection.
-* :func:`device_sync` is the one device-sync helper; each family module holds the one synthetic-batch builder of
-  its method (:func:`seqlevel.bench.cases.sequencematch.synthetic_batch`, ...).
+* :func:`device_sync` is the one device-sync helper and :func:`random_tokens` the one batch of plain token ids
+  (MLE/MixCE batches, prompts); a method with its own batch layout has its one builder in its family module
+  (:func:`seqlevel.bench.cases.sequencematch.synthetic_batch`).
 
 Families: ``mixce.py`` (token-weighted losses: MLE, MixCE, DFT, TaiLr), ``sequencematch.py``, ``attributes.py``
 (CAT), ``decoding.py`` (the backtracking decoder).
@@ -82,3 +83,8 @@ def build(name: str, kind: str, **kwargs):
 def device_sync(device: str | torch.device) -> Callable[[], None]:
     """A zero-argument function that waits for ``device``'s queued work (CUDA); a no-op on CPU."""
     return torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+
+
+def random_tokens(B: int, T: int, V: int, *, low: int = 0, high: int | None = None, seed: int = 0) -> torch.Tensor:
+    """``(B, T)`` uniform random token ids in ``[low, high)`` (``high`` defaults to ``V``), the same for a seed."""
+    return torch.randint(low, V if high is None else high, (B, T), generator=torch.Generator().manual_seed(seed))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from seqlevel.bench.cases import SpeedCase, device_sync
+from seqlevel.bench.cases import SpeedCase, device_sync, random_tokens
 
 Tensor = torch.Tensor
 
@@ -26,7 +26,7 @@ def _workload(device: str, quick: bool, kind: str, num_classes: int = 2):
     V, B, T = (512, 2, 32) if quick else (8192, 4, 128)
     base = tiny_model("tiny-gpt2" if quick else "small-gpt2", vocab_size=V, seed=0).to(device).eval()
     model = AttributeModel.for_base(base, kind, num_classes, rank=8).eval()
-    ids = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(0)).to(device)
+    ids = random_tokens(B, T, V).to(device)
     return base, model, ids, f"{'tiny' if quick else 'small'}-gpt2, batch {B}x{T}, V={V}"
 
 
@@ -36,7 +36,8 @@ def cat_estimate_vs_forward(device: str = "cpu", quick: bool = False) -> SpeedCa
 
     The head's extra work is one ``(B·T, r + 2) x (r + 2, V)`` GEMM (r = 8 vs d = 128 for the LM head) and a
     sigmoid over ``(B, T, V)``, done block by block while the block is in cache
-    (:func:`seqlevel.attributes.estimate.class_probability`)."""
+    (:func:`seqlevel.attributes.estimate.class_probability`), written into the logits once their softmax is taken
+    (no second fresh ``(B, T, V)`` tensor)."""
     from seqlevel.attributes.estimate import class_probability
 
     base, model, ids, desc = _workload(device, quick, "binary")
@@ -44,7 +45,8 @@ def cat_estimate_vs_forward(device: str = "cpu", quick: bool = False) -> SpeedCa
     @torch.no_grad()
     def estimate():
         out = model(ids)  # logits (B, T, V), hidden (B, T, d)
-        return out.logits.softmax(-1), class_probability(model.head, out.hidden, target=1)  # p(v), P(a=1|v)
+        p = out.logits.softmax(-1)  # p(v)
+        return p, class_probability(model.head, out.hidden, target=1, out=out.logits)  # P(a=1|v), in the logits
 
     @torch.no_grad()
     def forward():
@@ -66,7 +68,8 @@ def cat_estimate_vs_forward_k5(device: str = "cpu", quick: bool = False) -> Spee
     @torch.no_grad()
     def estimate():
         out = model(ids)  # logits (B, T, V), hidden (B, T, d)
-        return out.logits.softmax(-1), class_probability(model.head, out.hidden, target=4)  # (B,T,V) each
+        p = out.logits.softmax(-1)  # p(v)
+        return p, class_probability(model.head, out.hidden, target=4, out=out.logits)  # P(a=4|v), in the logits
 
     @torch.no_grad()
     def forward():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from seqlevel.bench.cases import SpeedCase, device_sync
+from seqlevel.bench.cases import SpeedCase, device_sync, random_tokens
 from seqlevel.decoding import generate
 from seqlevel.decoding.steer import ForcedBackspaces
 
@@ -28,7 +28,7 @@ def _workload(device: str, quick: bool, prompt_len: int, batch: int = 16):
 
     V, B, N = (256, 4, 16) if quick else (2048, batch, 128)
     model = tiny_model("tiny-gpt2" if quick else "small-gpt2", vocab_size=V, seed=0).to(device).eval()
-    ids = torch.randint(0, V, (B, prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
+    ids = random_tokens(B, prompt_len, V).to(device)
     return model, ids, V, B, N
 
 

@@ -10,14 +10,9 @@ from collections.abc import Callable
 
 import torch
 
-from seqlevel.bench.cases import SpeedCase, device_sync
+from seqlevel.bench.cases import SpeedCase, device_sync, random_tokens
 
 Tensor = torch.Tensor
-
-
-def synthetic_batch(B: int, T: int, V: int, seed: int = 0) -> Tensor:
-    """``(B, T)`` uniform random token ids in ``[0, V)``, the same for the same seed."""
-    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
 def mixce_vs_mle(device: str = "cpu", quick: bool = False) -> SpeedCase:
@@ -29,7 +24,7 @@ def mixce_vs_mle(device: str = "cpu", quick: bool = False) -> SpeedCase:
     model = tiny_model("tiny-gpt2" if quick else "small-gpt2", vocab_size=V, seed=0).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = synthetic_batch(B, T, V).to(device)
+    ids = random_tokens(B, T, V).to(device)
     labels = ids[:, 1:]
 
     def step(loss_fn):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from seqlevel.backspace import Encoded, collate, encode
-from seqlevel.bench.cases import SpeedCase, device_sync
+from seqlevel.bench.cases import SpeedCase, device_sync, random_tokens
 
 Tensor = torch.Tensor
 
@@ -63,7 +63,7 @@ def sm_encoded_vs_mle(device: str = "cpu", quick: bool = False, mask_format: str
     batch = synthetic_batch(B, T, V, p_backspace=0.3, mask_format=mask_format)
     sm_inputs = model_inputs(batch, device=device)
     sm_batch = {k: v.to(device) for k, v in batch.items()}
-    ids = torch.randint(3, V - 1, (B, T), generator=torch.Generator().manual_seed(0)).to(device)
+    ids = random_tokens(B, T, V, low=3, high=V - 1).to(device)
 
     def encoded_step():
         logits = model(**sm_inputs).logits  # (B, T, V): slot t scores labels[:, t]
