@@ -21,6 +21,7 @@ e.g. 5.6 M for V=150k, r=32, K=5 (the LM head itself is ``d·V`` = 614 M at d=40
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -156,7 +157,7 @@ class AttributeHead(nn.Module):
         Never builds the ``(..., V, K)`` class tensor. With the logit gaps ``g_j(v) = l_j(v) − l_target(v)``, each a
         folded ``(r + 2)``-wide GEMM as in the binary :meth:`all_candidates`, ``P = 1 / (1 + Σ_{j≠target}
         exp(g_j))``, the softmax's target entry (an ``inf`` gap gives 0, as the softmax does); a binary head takes
-        ``sigmoid(−g)``. Positions go ``chunk`` at a time so each ``(chunk, V)`` gap block is exponentiated and
+        ``sigmoid(−g)``. The gaps are taken in base 2 (``exp2``: the same values, twice as fast here). Positions go ``chunk`` at a time so each ``(chunk, V)`` gap block is exponentiated and
         summed while it is still in cache. ``out`` (``(..., V)``, contiguous, the head's dtype) receives the result
         instead of a fresh tensor, e.g. the token logits once their softmax is taken: on CPU a fresh ``(B, T, V)``
         allocation (page faults, first touch) costs about as much as the head's GEMM.
@@ -177,6 +178,8 @@ class AttributeHead(nn.Module):
             dc = c[:, others] - c[:, target:target + 1]  # (n, K-1)
             db = self.token_bias[:, others] - self.token_bias[:, target:target + 1]  # (V, K-1)
         qa = torch.cat([dq, dc.unsqueeze(-1), torch.ones_like(dc).unsqueeze(-1)], -1)  # (n, J, r+2)
+        if db.shape[1] > 1:  # gaps in base 2: exp2 is about twice as fast as exp on CPU (Sleef vs MKL VML)
+            qa = qa * math.log2(math.e)
         ones = torch.ones_like(db[:, :1])
         keys = [torch.cat([self.token_keys, ones, db[:, j:j + 1]], -1).t() for j in range(db.shape[1])]  # (r+2, V)
         n, V = qa.shape[0], db.shape[0]
@@ -195,11 +198,11 @@ class AttributeHead(nn.Module):
                 o.sigmoid_()
                 continue
             torch.mm(qa[s:s + chunk, 0], keys[0], out=o)
-            o.exp_()
+            o.exp2_()
             g = gap[: o.shape[0]]
             for j in range(1, len(keys)):
                 torch.mm(qa[s:s + chunk, j], keys[j], out=g)
-                o.add_(g.exp_())
+                o.add_(g.exp2_())
             o.add_(1.0).reciprocal_()
         return out.view(*lead, V)
 
