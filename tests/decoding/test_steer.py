@@ -48,3 +48,16 @@ def test_forced_backspaces_in_generate_give_the_scheduled_share(make_model):
                    do_sample=False, steer=ForcedBackspaces(sched, 31))
     assert out.num_backspaces.tolist() == [1, 1, 1]
     assert all(a[3] == 31 and 31 not in a[:3] + a[4:] for a in out.actions)
+
+
+def test_forced_backspaces_equal_force_action_on_banned_scores():
+    from seqlevel.decoding.steer import force_action
+
+    g = torch.Generator().manual_seed(0)
+    sched = torch.rand(6, 4, generator=g) < 0.5
+    scores = torch.randn(6, 9, generator=g)
+    for step in range(4):
+        banned = scores.clone()
+        banned[:, 8] = float("-inf")
+        ref = force_action(banned, sched[:, step], 8)
+        assert torch.equal(ForcedBackspaces(sched, 8)(scores, _Ctx(list(range(6)), step)), ref)

@@ -159,6 +159,8 @@ class ForcedBackspaces:
 
     def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         forced = self.schedule[ctx.rows, ctx.step]  # (R,)
-        scores = scores.clone()
-        scores[:, self.backspace_id] = float("-inf")  # the model itself never backspaces ...
-        return force_action(scores, forced, self.backspace_id)  # ... only where the schedule says so
+        # as force_action(scores with <bksp> banned, forced, backspace_id), in one copy: the model itself never
+        # backspaces, only where the schedule says so
+        scores = scores.masked_fill(forced[:, None], float("-inf"))
+        scores[:, self.backspace_id] = torch.where(forced, 0.0, float("-inf"))
+        return scores
