@@ -161,6 +161,7 @@ def generate(
     prompt_len, ctx_len = _check_inputs(model, input_ids, attention_mask, max_new_actions, max_new_tokens,
                                         eos_ids, backspace_id)
     device = next(model.parameters()).device
+    mask_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device).long()
     prompt_len = prompt_len.to(device)
     need_hidden = output_hidden_states or bool(getattr(steer, "needs_hidden_states", False))
@@ -242,14 +243,25 @@ def generate(
         done = done | ended | capped
         if step == N - 1 or bool(done.all()):
             break
-        out = model(input_ids=feed[:, None], attention_mask=mask[:, : slot + 1], position_ids=write_at[:, None],
-                    past_key_values=cache, use_cache=True, output_hidden_states=need_hidden)
+        out = model(input_ids=feed[:, None], attention_mask=_additive_mask(mask[:, : slot + 1], mask_dtype),
+                    position_ids=write_at[:, None], past_key_values=cache, use_cache=True,
+                    output_hidden_states=need_hidden)
         logits = out.logits[:, -1].float()  # (B, V)
         if need_hidden:
             hidden = tuple(h[:, -1] for h in out.hidden_states)
 
     reason = torch.where(done, reason, _MAX_ACTIONS)
     return _collect(input_ids, attention_mask, prompt_len, L, live_tok, actions, n_bksp, reason)
+
+
+def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(B, S)`` 0/1 slot mask -> ``(B, 1, 1, S)`` additive mask (0 or ``finfo.min``) for a one-token step.
+
+    Transformers 5.x passes a 4-D mask to SDPA and eager attention unchanged, so this skips rebuilding it from the
+    2-D mask (with holes, the library cannot take its no-mask shortcut) at every step.
+    """
+    return torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=dtype, device=mask.device).masked_fill_(
+        mask[:, None, None, :] == 0, torch.finfo(dtype).min)
 
 
 def _apply_steer(steer, scores, step, done, L, prompt_len, live_tok, hidden, backspace_id, eos_ids):
