@@ -31,6 +31,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from seqlevel.decoding.steer import ForceFirst
+
 METHODS = ("mle", "bc", "sequencematch")
 
 
@@ -73,23 +75,6 @@ QUICK = replace(FULL, n_train=1000, n_test=100, steps=150, bc_warmup_steps=100, 
                                  ("resid_pdrop", 0.0), ("embd_pdrop", 0.0), ("attn_pdrop", 0.0)))
 
 
-class _ForceFirst:
-    """Steer: at the first step each row must take its given action (the injected wrong character)."""
-
-    needs_hidden_states = False
-
-    def __init__(self, first_ids: torch.Tensor, ban):
-        self.first_ids, self.ban = first_ids, ban
-
-    def __call__(self, scores, ctx):
-        scores = self.ban(scores, ctx)
-        if ctx.step == 0:
-            forced = torch.full_like(scores, float("-inf"))
-            forced[torch.arange(len(ctx.rows)), self.first_ids[ctx.rows]] = 0.0
-            return forced
-        return scores
-
-
 def _decode(trainer, prompts, *, do_sample: bool, seed: int, steer=None):
     from seqlevel.decoding import generate
 
@@ -127,7 +112,7 @@ def evaluate(trainer, tokenizer, test, seed: int, temperature: float) -> dict[st
     # recovery: the first answer action is forced to a plausible wrong character
     rng = random.Random(f"recovery-{seed}")
     wrong = torch.tensor([int(tokenizer.convert_tokens_to_ids(inject_wrong_first_digit(p, rng))) for p in test])
-    rec = _decode(trainer, prompts, do_sample=True, seed=seed + 1, steer=_ForceFirst(wrong, trainer.ban))
+    rec = _decode(trainer, prompts, do_sample=True, seed=seed + 1, steer=ForceFirst(wrong, trainer.ban))
     deleted = [_deletes_first(a, trainer.backspace_id) for a in rec.actions]
     rec_acc = exact_match([decode_answer(s, tokenizer) for s in rec.sequences], answers)
     return {"accuracy": acc, "accuracy_greedy": acc_greedy, "backspace_rate": bk_rate,

@@ -1,8 +1,8 @@
 """Decoding: one generation loop with ``<bksp>`` and a steer hook, sampling rules, and the CLI entry point.
 
 * :func:`generate` (``decoder.py``): batched, exact backtracking decoder on the KV cache.
-* ``steer.py``: the hook protocol (:class:`StepContext`, :class:`Steer`) and small rules (:func:`force_action`,
-  :class:`BiasAction`).
+* ``steer.py``: the hook protocol (:class:`StepContext`, :class:`Steer`) and every steer rule (:func:`force_action`,
+  :class:`BiasAction`, :class:`BanTokens`, :class:`ForceFirst`, :class:`ForcedBackspaces`).
 * ``sampling.py``: temperature, top-k, top-p and the draw.
 * ``cli.py``: ``seqlevel generate``.
 
@@ -20,7 +20,10 @@ _EXPORTS = {
     "check_sampling_options": "sampling",
     "choose_actions": "sampling",
     "filter_scores": "sampling",
+    "BanTokens": "steer",
     "BiasAction": "steer",
+    "ForceFirst": "steer",
+    "ForcedBackspaces": "steer",
     "Steer": "steer",
     "StepContext": "steer",
     "force_action": "steer",

@@ -43,7 +43,8 @@ def repair_examples(trainer, tokenizer, problems, n: int = 4, seed: int = 0) -> 
     """Force a wrong first answer character and show what the model does next (greedy)."""
     import torch
 
-    from seqlevel.bench.arithmetic import _decode, _ForceFirst
+    from seqlevel.bench.arithmetic import _decode
+    from seqlevel.decoding.steer import ForceFirst
     from seqlevel.tasks.arithmetic import decode_answer, encode_problem, inject_wrong_first_digit
 
     rng = random.Random(f"demo-{seed}")
@@ -51,7 +52,7 @@ def repair_examples(trainer, tokenizer, problems, n: int = 4, seed: int = 0) -> 
     prompts = [encode_problem(p, tokenizer)[0] for p in probs]
     wrong_chars = [inject_wrong_first_digit(p, rng) for p in probs]
     wrong = torch.tensor([int(tokenizer.convert_tokens_to_ids(c)) for c in wrong_chars])
-    out = _decode(trainer, prompts, do_sample=False, seed=seed, steer=_ForceFirst(wrong, trainer.ban))
+    out = _decode(trainer, prompts, do_sample=False, seed=seed, steer=ForceFirst(wrong, trainer.ban))
     rows = []
     for p, c, acts, seq in zip(probs, wrong_chars, out.actions, out.sequences):
         final = decode_answer(seq, tokenizer)

@@ -24,7 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from seqlevel.backspace import add_backspace_token, augment_with_noise, collate, encode, model_inputs
-from seqlevel.decoding import generate
+from seqlevel.decoding import BanTokens, generate
 from seqlevel.losses import bc_loss, sequencematch_loss
 from seqlevel.losses.sequencematch import DIVERGENCES, EOS_MODES
 from seqlevel.trainers.callbacks import RolloutTableCallback, attach, notify_rollouts
@@ -238,22 +238,6 @@ class _IndexCollator:
 
     def __call__(self, features):
         return {"sm_index": torch.tensor([int(f["sm_index"]) for f in features], dtype=torch.long)}
-
-
-class BanTokens:
-    """Steer for :func:`seqlevel.decoding.generate`: ids that are not actions (pad, bos, unk) are never sampled."""
-
-    needs_hidden_states = False
-
-    def __init__(self, ids):
-        self.ids = sorted({int(i) for i in ids if i is not None})
-
-    def __call__(self, scores: torch.Tensor, ctx) -> torch.Tensor:
-        if not self.ids:
-            return scores
-        scores = scores.clone()
-        scores[:, self.ids] = float("-inf")
-        return scores
 
 
 def _apply_peft(model, peft_config, backspace_id: int | None):
