@@ -47,6 +47,8 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
         head_rank: r of the factorised head. head_block_size: width of the attribute block (default d).
         head_query_std: init std of the head's queries (``AttributeHeadConfig.query_std``); used when a fresh head
             is built.
+        context_window: W, the trunk's attention window (``AttributeHeadConfig.context_window``; ``None`` = full
+            causal); used when a fresh head is built, and must match the model's otherwise.
         attribute_field: dataset column with one label per sequence.
         max_length / dataset_text_field / append_eos: as in ``MixCEConfig``.
         nonfinite_policy / nonfinite_check_grads / magnitude_limit / checkpoint_checksums: see
@@ -62,6 +64,9 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
     head_rank: int = field(default=32, metadata={"help": "rank r of the factorised head"})
     head_block_size: int | None = field(default=None, metadata={"help": "attribute block width (default d)"})
     head_query_std: float = field(default=0.02, metadata={"help": "init std of the head's queries (fresh head)"})
+    context_window: int | None = field(default=None, metadata={
+        "help": "tokens each position attends to (itself + W-1 before; banded mask used in training and inference); "
+                "default: full causal"})
     attribute_field: str = field(default="attribute", metadata={"help": "column with the sequence label"})
     max_length: int = field(default=512, metadata={"help": "max tokens per example, <eos> included"})
     dataset_text_field: str = field(default="text", metadata={"help": "text column of the dataset"})
@@ -78,6 +83,8 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
         if self.regime not in REGIMES:
             raise ValueError(f"regime must be one of {REGIMES}, got {self.regime!r}; fine-tuning and training "
                              "from scratch are both 'joint' (pass a pretrained or a fresh base)")
+        if self.context_window is not None and self.context_window < 1:
+            raise ValueError(f"context_window must be None (full causal attention) or >= 1, got {self.context_window}")
         if self.consistency_chunk < 1:
             raise ValueError(f"consistency_chunk must be >= 1, got {self.consistency_chunk}")
         if self.max_length < 2:
@@ -146,7 +153,7 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
 
                 model = get_peft_model(model, peft_config)
             model = AttributeModel.for_base(model, args.attribute_kind, args.num_classes, args.head_rank,
-                                            args.head_block_size, args.head_query_std)
+                                            args.head_block_size, args.head_query_std, args.context_window)
         elif peft_config is not None:
             raise ValueError("peft_config was given with an AttributeModel; apply PEFT to the base before joining "
                              "it with the head, or pass the bare causal LM")
@@ -154,6 +161,9 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
                                                  and model.head.config.num_classes != args.num_classes):
             raise ValueError(f"the model's head is {model.kind} (K={model.head.config.num_classes}) but args ask for "
                              f"{args.attribute_kind} (K={args.num_classes}); make them agree")
+        if model.context_window != args.context_window:
+            raise ValueError(f"the model's context_window is {model.context_window} but args ask for "
+                             f"{args.context_window}; make them agree (it is saved with the head)")
         if args.regime == "head_only":
             for p in model.base.parameters():
                 p.requires_grad_(False)
