@@ -8,6 +8,13 @@
   (+ consistency) alone.
 
 The dataset needs ``input_ids`` (or a text column) and one attribute label per sequence (``attribute_field``).
+
+Held-out evaluation works the way ``transformers.Trainer`` users expect: set ``eval_strategy`` (and ``eval_steps``)
+and pass ``eval_dataset``; :meth:`AttributeTrainer.evaluate` reports ``eval_lm_loss``, ``eval_attribute_loss`` and
+``eval_loss`` (``lm + λ·attribute``, token-weighted over the whole eval set), plus whatever the optional
+``decision_metrics(model) -> dict`` callable returns (e.g. agreement of the steered policy with exact values), as
+``eval_<name>``. Any of them can be ``metric_for_best_model`` with ``load_best_model_at_end=True`` (the best
+checkpoint's base and head are reloaded).
 """
 
 from __future__ import annotations
@@ -139,10 +146,13 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         train_dataset / eval_dataset: ``datasets.Dataset`` with ``input_ids`` or text, plus the attribute column.
         processing_class: the tokenizer (needed for text columns and padding).
         peft_config: optional ``peft.PeftConfig`` applied to the base (joint regime).
+        decision_metrics: optional ``callable(model) -> dict[str, float]``, called by :meth:`evaluate` with the
+            unwrapped :class:`AttributeModel` in eval mode under ``torch.no_grad()``; its entries are logged as
+            ``eval_<name>`` and can be ``metric_for_best_model``.
     """
 
     def __init__(self, model, args: AttributeConfig | None = None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, data_collator=None, peft_config=None, **kwargs):
+                 processing_class=None, data_collator=None, peft_config=None, decision_metrics=None, **kwargs):
         args = args if args is not None else AttributeConfig(output_dir="cat_output")
         if not isinstance(args, AttributeConfig):
             raise ValueError(f"args must be an AttributeConfig, got {type(args).__name__}; build it with "
@@ -175,8 +185,50 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             if pad is None:
                 pad = getattr(processing_class, "eos_token_id", None) or 0  # pads are masked out
             data_collator = AttributeCollator(pad, args.attribute_kind, args.num_classes)
+        self.decision_metrics = decision_metrics
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=data_collator, **kwargs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Held-out ``lm_loss`` / ``attribute_loss`` / ``loss`` (token-weighted means over ``eval_dataset``) and the
+        ``decision_metrics``; logged, passed to the callbacks' ``on_evaluate``, and returned with the prefix."""
+        ds = _prepare(eval_dataset, self.processing_class, self.args) if eval_dataset is not None \
+            else self.eval_dataset
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        metrics: dict[str, float] = {}
+        with torch.no_grad():
+            if ds is not None:
+                sums, count = {}, 0
+                for inputs in self.get_eval_dataloader(ds):
+                    inputs = self._prepare_inputs(inputs)
+                    n = int((inputs["labels"][:, 1:] != -100).sum())
+                    for k, v in self.cat_losses(model, inputs).items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * n
+                    count += n
+                lam = 1.0 if self.args.regime == "head_only" else self.args.attribute_lambda
+                means = {k: v / max(count, 1) for k, v in sums.items()}
+                total = means["lm"] + lam * means["attribute"] + self.args.consistency_weight * means.get(
+                    "consistency", 0.0)
+                metrics.update({f"{metric_key_prefix}_lm_loss": means["lm"],
+                                f"{metric_key_prefix}_attribute_loss": means["attribute"],
+                                f"{metric_key_prefix}_loss": total})
+            if self.decision_metrics is not None:
+                for k, v in self.decision_metrics(model).items():
+                    metrics[f"{metric_key_prefix}_{k}"] = float(v)
+        model.train(was_training)
+        if not metrics:
+            raise ValueError("nothing to evaluate: pass eval_dataset (held-out sequences with labels) and/or "
+                             "decision_metrics to the AttributeTrainer")
+        metrics[f"{metric_key_prefix}_epoch"] = float(self.state.epoch or 0.0)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end``: reload base and head from the best checkpoint (what :meth:`_save` wrote)."""
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
 
     def cat_losses(self, model, inputs: dict, num_items_in_batch=None) -> dict[str, torch.Tensor]:
         """``{"lm", "attribute", "consistency"}`` for one batch (each normalised by ``num_items_in_batch``).
