@@ -77,6 +77,8 @@ class Config:
     """trunk layers"""
     n_embd: int = 64
     """trunk width"""
+    dropout: float = 0.0
+    """dropout of the trunk (embeddings, residuals, attention); 0 also makes a step ~20% cheaper on CPU"""
     batch_size: int = 64
     """sequences per optimizer step"""
     learning_rate: float = 3e-3
@@ -227,7 +229,7 @@ def train(cfg: Config, data: ktd.Trajectories, heldout: ktd.Trajectories, dec: k
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             if log is not None:
                 log(f"  step {state.global_step}: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in metrics.items()
-                                                                 if k != "eval_epoch"))
+                                                                 if k.startswith("eval_") and k != "eval_epoch"))
 
     from seqlevel.presets import tiny_model
     from seqlevel.trainers import AttributeConfig, AttributeTrainer
@@ -238,7 +240,8 @@ def train(cfg: Config, data: ktd.Trajectories, heldout: ktd.Trajectories, dec: k
                                      "attribute": [int(data.success[i]) for i in keep]})
     ev = datasets.Dataset.from_dict({"input_ids": heldout.tokens, "attribute": heldout.success.astype(int).tolist()})
     base = tiny_model("tiny-gpt2", vocab_size=ktd.VOCAB_SIZE, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=4,
-                      seed=seed, bos_token_id=ktd.BOS, eos_token_id=ktd.EOS, pad_token_id=ktd.PAD)
+                      seed=seed, bos_token_id=ktd.BOS, eos_token_id=ktd.EOS, pad_token_id=ktd.PAD,
+                      resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout)
     steered = lam > 0
     every = max(steps // cfg.evals, 1)
     select = cfg.select != "last"
