@@ -133,3 +133,18 @@ def test_context_window_reaches_the_model_and_must_agree(tmp_path, byte_tok, mak
         AttributeTrainer(tr.model, args=_cfg(tmp_path), train_dataset=_ds(), processing_class=byte_tok)
     with pytest.raises(ValueError, match="context_window"):
         _cfg(tmp_path, context_window=0)
+
+
+def test_head_learning_rate_puts_the_head_in_its_own_group(tmp_path, byte_tok, make_model):
+    tr = AttributeTrainer(make_model("tiny-gpt2", tokenizer=byte_tok), args=_cfg(tmp_path, head_learning_rate=0.5,
+                          learning_rate=1e-3, lr_scheduler_type="constant"), train_dataset=_ds(),
+                          processing_class=byte_tok)
+    tr.train()
+    head = {id(p) for p in tr.model.head.parameters()}
+    seen = set()
+    for g in tr.optimizer.param_groups:
+        ids = {id(p) for p in g["params"]}
+        assert ids <= head or not ids & head  # no group mixes head and trunk
+        assert g["lr"] == pytest.approx(0.5 if ids <= head else 1e-3)
+        seen |= ids
+    assert head <= seen and len(seen) == len({id(p) for p in tr.model.parameters() if p.requires_grad})

@@ -83,6 +83,8 @@ class Config:
     """sequences per optimizer step"""
     learning_rate: float = 3e-3
     """AdamW peak learning rate (cosine schedule)"""
+    head_learning_rate: float | None = None
+    """learning rate of CAT's attribute head (None: learning_rate)"""
     head_rank: int = 16
     """rank of the factorised attribute head"""
     evals: int = 10
@@ -255,6 +257,7 @@ def train(cfg: Config, data: ktd.Trajectories, heldout: ktd.Trajectories, dec: k
             per_device_eval_batch_size=256, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
             warmup_steps=min(50, steps // 10), logging_steps=every, use_cpu=True, seed=seed, disable_tqdm=True,
             attribute_kind="binary", attribute_lambda=lam, head_rank=cfg.head_rank, append_eos=False,
+            head_learning_rate=cfg.head_learning_rate if steered else None,
             max_length=128, head_query_std=0.5 if steered else 0.02, context_window=cfg.context_window,
             eval_strategy="steps", eval_steps=every, save_strategy="steps" if select else "no", save_steps=every,
             save_total_limit=2 if select else None, load_best_model_at_end=select,
@@ -378,6 +381,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-layer", type=int, default=d.n_layer, help=f"trunk layers ({d.n_layer})")
     p.add_argument("--n-embd", type=int, default=d.n_embd, help=f"trunk width ({d.n_embd})")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"peak lr ({d.learning_rate:g})")
+    p.add_argument("--head-learning-rate", type=float, default=None, help="lr of CAT's head (default: --learning-rate)")
     p.add_argument("--evals", type=int, default=d.evals, help=f"evaluations during training ({d.evals})")
     p.add_argument("--select", choices=SELECT, default=d.select,
                    help=f"model selection metric for all three models ({d.select})")
@@ -391,7 +395,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   heldout_size=args.heldout_size, val_episodes=args.val_episodes, epochs=args.epochs,
                   attribute_lambda=args.attribute_lambda, alpha=args.alpha,
                   context_window=args.context_window or None, n_layer=args.n_layer, n_embd=args.n_embd,
-                  learning_rate=args.learning_rate, evals=args.evals, select=args.select,
+                  learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, evals=args.evals, select=args.select,
                   head_refit_steps=args.head_refit_steps, quick=args.quick, model_dir=args.model_dir)
 
 

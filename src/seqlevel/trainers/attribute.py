@@ -54,6 +54,8 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
         head_rank: r of the factorised head. head_block_size: width of the attribute block (default d).
         head_query_std: init std of the head's queries (``AttributeHeadConfig.query_std``); used when a fresh head
             is built.
+        head_learning_rate: learning rate of the attribute head's parameters (``None``: ``learning_rate``, one
+            group); the schedule scales both groups alike.
         context_window: W, the trunk's attention window (``AttributeHeadConfig.context_window``; ``None`` = full
             causal); used when a fresh head is built, and must match the model's otherwise.
         attribute_field: dataset column with one label per sequence.
@@ -71,6 +73,8 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
     head_rank: int = field(default=32, metadata={"help": "rank r of the factorised head"})
     head_block_size: int | None = field(default=None, metadata={"help": "attribute block width (default d)"})
     head_query_std: float = field(default=0.02, metadata={"help": "init std of the head's queries (fresh head)"})
+    head_learning_rate: float | None = field(default=None, metadata={
+        "help": "learning rate of the attribute head (default: learning_rate)"})
     context_window: int | None = field(default=None, metadata={
         "help": "tokens each position attends to (itself + W-1 before; banded mask used in training and inference); "
                 "default: full causal"})
@@ -92,6 +96,8 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
                              "from scratch are both 'joint' (pass a pretrained or a fresh base)")
         if self.context_window is not None and self.context_window < 1:
             raise ValueError(f"context_window must be None (full causal attention) or >= 1, got {self.context_window}")
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise ValueError(f"head_learning_rate must be > 0 or None (= learning_rate), got {self.head_learning_rate}")
         if self.consistency_chunk < 1:
             raise ValueError(f"consistency_chunk must be >= 1, got {self.consistency_chunk}")
         if self.max_length < 2:
@@ -225,6 +231,23 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def create_optimizer(self, model=None):
+        """``Trainer``'s optimizer, with the head's parameters in their own groups at ``head_learning_rate``."""
+        opt = super().create_optimizer(model)
+        if self.args.head_learning_rate is None:
+            return opt
+        head = {id(p) for p in self.accelerator.unwrap_model(self.model).head.parameters()}
+        moved = []
+        for g in list(opt.param_groups):  # no step was taken yet, so there is no optimizer state to move
+            mine = [p for p in g["params"] if id(p) in head]
+            g["params"] = [p for p in g["params"] if id(p) not in head]
+            moved += [{k: v for k, v in g.items() if k != "params"} | {"params": mine,
+                                                                         "lr": self.args.head_learning_rate}] if mine else []
+        opt.param_groups[:] = [g for g in opt.param_groups if g["params"]]
+        for g in moved:
+            opt.add_param_group(g)
+        return opt
 
     def _load_best_model(self) -> None:
         """``load_best_model_at_end``: reload base and head from the best checkpoint (what :meth:`_save` wrote)."""
