@@ -63,11 +63,15 @@ class Config:
     """random trajectories to train on (the paper's budget: 10,000)"""
     heldout_size: int = 2_000
     """fresh random trajectories (seed 20,000 + seed) for held-out losses and decision metrics"""
-    val_episodes: int = 300
+    val_episodes: int = 200
     """episodes (layout seed 30,000 + seed) for the validation win rate logged at each evaluation"""
-    epochs: float = 20.0
-    """epochs of CAT over the training data; BC and %BC get the same number of optimizer steps"""
-    attribute_lambda: float = 1.0
+    epochs: float = 12.0
+    """epochs of CAT over the training data"""
+    bc_epochs: float = 2.0
+    """epochs of BC (it fits the uniform data policy within one)"""
+    pct_bc_epochs: float = 100.0
+    """epochs of %BC over the ≈315 successful trajectories (≈490 steps)"""
+    attribute_lambda: float = 10.0
     """λ of the CAT model"""
     alpha: float = 16.0
     """α of the CAT product rule"""
@@ -87,9 +91,9 @@ class Config:
     """learning rate of CAT's attribute head (None: learning_rate)"""
     head_rank: int = 16
     """rank of the factorised attribute head"""
-    evals: int = 10
-    """evaluations (and checkpoints) during training"""
-    select: str = "agreement"
+    evals: int = 12
+    """evaluations (and checkpoints) during training, for each model (with the default epochs: once per CAT epoch)"""
+    select: str = "val_win_rate"
     """model selection for all three models: agreement | val_win_rate | attribute_loss | last"""
     head_refit_steps: int = 0
     """> 0: also report a head refitted on the frozen CAT trunk (win_rate.cat_refit)"""
@@ -298,15 +302,18 @@ def run_seed(cfg: Config, seed: int, log=print) -> dict:
     data = ktd.random_trajectories(n_train, seed)
     heldout = ktd.random_trajectories(n_held, 20_000 + seed)
     dec = ktd.key_room_decisions(heldout.tokens, heldout.success)
-    steps = 10 if cfg.quick else max(int(cfg.epochs * n_train / cfg.batch_size), cfg.evals)
+    n_succ = int(data.success.sum())
+    steps = {name: 10 if cfg.quick else max(int(ep * n / cfg.batch_size), cfg.evals)
+             for name, ep, n in (("cat", cfg.epochs, n_train), ("bc", cfg.bc_epochs, n_train),
+                                 ("pct_bc", cfg.pct_bc_epochs, n_succ))}
     ev = 10_000 + seed  # evaluation layouts differ from the training ones
     r: dict = {"data_success_rate": float(data.success.mean()), "heldout_decisions": int(len(dec.seq)),
                "heldout_bce_reference": bce_references(dec), "agreement_constant": constant_agreement(dec)}
     t0 = time.perf_counter()
     models, logs = {}, {}
     for name, lam, succ in (("cat", cfg.attribute_lambda, False), ("bc", 0.0, False), ("pct_bc", 0.0, True)):
-        log(f"[key-to-door] seed {seed}: training {name} ({steps} steps)")
-        models[name], logs[name] = train(cfg, data, heldout, dec, seed, lam=lam, steps=steps, successes_only=succ,
+        log(f"[key-to-door] seed {seed}: training {name} ({steps[name]} steps)")
+        models[name], logs[name] = train(cfg, data, heldout, dec, seed, lam=lam, steps=steps[name], successes_only=succ,
                                          log=log)
     r["train_seconds"] = time.perf_counter() - t0
     r["heldout_bce"] = [e["decision_bce"] for e in logs["cat"]]
@@ -372,8 +379,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"fresh held-out trajectories for evaluation during training ({d.heldout_size})")
     p.add_argument("--val-episodes", type=int, default=d.val_episodes,
                    help=f"validation episodes at each evaluation ({d.val_episodes}; 0 = none)")
-    p.add_argument("--epochs", type=float, default=d.epochs,
-                   help=f"CAT epochs; BC and %%BC get the same optimizer steps ({d.epochs:g})")
+    p.add_argument("--epochs", type=float, default=d.epochs, help=f"CAT epochs ({d.epochs:g})")
+    p.add_argument("--bc-epochs", type=float, default=d.bc_epochs, help=f"BC epochs ({d.bc_epochs:g})")
+    p.add_argument("--pct-bc-epochs", type=float, default=d.pct_bc_epochs,
+                   help=f"%%BC epochs over the successful trajectories ({d.pct_bc_epochs:g})")
     p.add_argument("--attribute-lambda", type=float, default=d.attribute_lambda, help=f"λ of CAT ({d.attribute_lambda:g})")
     p.add_argument("--alpha", type=float, default=d.alpha, help=f"α of the CAT product rule ({d.alpha:g})")
     p.add_argument("--context-window", type=int, default=d.context_window,
@@ -393,6 +402,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> Config:
     return Config(seeds=list(args.seeds), episodes=args.episodes, train_size=args.train_size,
                   heldout_size=args.heldout_size, val_episodes=args.val_episodes, epochs=args.epochs,
+                  bc_epochs=args.bc_epochs, pct_bc_epochs=args.pct_bc_epochs,
                   attribute_lambda=args.attribute_lambda, alpha=args.alpha,
                   context_window=args.context_window or None, n_layer=args.n_layer, n_embd=args.n_embd,
                   learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, evals=args.evals, select=args.select,
