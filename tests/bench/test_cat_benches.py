@@ -101,3 +101,31 @@ def test_explain_writes_png_and_table(tmp_path, capsys):
     assert main(["explain", "--model", str(tmp_path / "m"), "--text", "the food", "--positions", "9",
                  "--output", str(png)]) == 2
     assert main(["explain", "--model", str(tmp_path / "nope"), "--text", "x"]) == 2
+
+
+def test_key_to_door_decision_scores_match_a_naive_forward():
+    """The bench's batched scores at held-out decisions equal a forward of each decision's own prefix (read at its
+    last position), for a windowed and a full-context model; the references are ordered as they must be."""
+    import numpy as np
+    import torch
+
+    from seqlevel.bench import key_to_door as b
+    from seqlevel.tasks import key_to_door as ktd
+
+    tr = ktd.random_trajectories(12, seed=3)
+    dec = ktd.key_room_decisions(tr.tokens, tr.success)
+    for W in (1, None):
+        base = tiny_model("tiny-gpt2", vocab_size=ktd.VOCAB_SIZE, n_embd=16, seed=0)
+        m = AttributeModel.for_base(base, "binary", rank=4, query_std=0.5, context_window=W).eval()
+        logp, p_win = b.decision_scores(m, tr.tokens, dec, chunk=5)
+        for j in range(0, len(dec.seq), 7):
+            ids = torch.tensor([tr.tokens[dec.seq[j]][:dec.pos[j] + 1]])
+            with torch.no_grad():
+                out = m(ids, all_candidates=True)
+            want_lp = out.logits[0, -1, ktd.ACTION_IDS].log_softmax(-1).numpy()
+            want_p = out.attribute[0, -1, ktd.ACTION_IDS, 0].sigmoid().numpy()
+            np.testing.assert_allclose(logp[j], want_lp, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(p_win[j], want_p, rtol=1e-4, atol=1e-6)
+    q = dec.exact_q()
+    assert b._agreement(q, q) == 1.0  # the exact values agree with themselves
+    assert b.constant_agreement(dec) < 1.0  # no single action is best everywhere

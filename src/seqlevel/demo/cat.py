@@ -47,11 +47,16 @@ def section_cat(quick: bool, workdir: str) -> Section:
     steer = run_bench_json("steering", argv["steering"])
     table, png = _credit_png(model_dir, workdir)
     w = ktd["win_rate"]
+    ref, cfg = ktd["heldout_bce_reference"], ktd["config"]
     lines = [
         "## Conditional Attribute Transformers",
         "",
-        f"**Key-to-Door** ({ktd['episodes']} episodes; trained on random-play trajectories, about 3% of which win): "
-        f"win rate CAT-steered {w['cat']:.3f}, BC {w['bc']:.3f}, %BC {w['pct_bc']:.3f}, random {w['random']:.3f}.",
+        f"**Key-to-Door** ({ktd['episodes']} episodes; {cfg['train_size']:,} random-play trajectories, about 3% of "
+        f"which win; one jointly trained CAT model, trunk {cfg['n_layer']}x{cfg['n_embd']} with context window "
+        f"{cfg['context_window']}, {cfg['epochs']:g} epochs, product-rule steering; BC and %BC on the same trunk): "
+        f"win rate **CAT {w['cat']:.3f}**, %BC {w['pct_bc']:.3f}, BC {w['bc']:.3f}, random {w['random']:.3f}. "
+        f"CAT's held-out decision BCE {ktd['heldout_bce_final']:.4f} (constant {ref['constant']:.4f}, exact state "
+        f"value alone {ref['state_value']:.4f}, exact Q^β {ref['exact_q']:.4f}).",
         "",
         f"**Estimation speed** (reviews, {est['prefixes']} prefixes, true star posteriors known exactly): "
         f"CAT Brier {est['cat']['brier']:.4f} in {est['cat']['seconds'] * 1e3:.1f} ms vs Monte-Carlo with "
@@ -70,8 +75,8 @@ def section_cat(quick: bool, workdir: str) -> Section:
             for k in next(iter(steer["targets"].values()))}
     lines += ["", "**Credit assignment** for one review (estimate of each star after each word, and the credit of "
                   "each word):", "", "```", table, "```", "", "![credit](cat_credit.png)", ""]
-    headline = [("Key-to-Door win rate: CAT / BC / %BC / random",
-                 f"{w['cat']:.2f} / {w['bc']:.2f} / {w['pct_bc']:.2f} / {w['random']:.2f}"),
+    headline = [("Key-to-Door win rate: CAT / %BC / BC / random",
+                 f"{w['cat']:.2f} / {w['pct_bc']:.2f} / {w['bc']:.2f} / {w['random']:.2f}"),
                 (f"CAT estimation speed-up over {est['mc']['rollouts']}-rollout MC", f"{est['speedup']:.0f}x (Brier {est['cat']['brier']:.3f}"
                                                                   f" vs {est['mc']['brier']:.3f})"),
                 ("steering accuracy: " + " / ".join(mean), " / ".join(f"{v:.2f}" for v in mean.values()))]
