@@ -262,11 +262,11 @@ CASES = [
     Case("replay-capacity-mismatch", "trainers", "resuming a replay buffer with another capacity",
          _load_replay, r"resume with the same replay_buffer_size"),
     Case("load-dataset-missing-file", "trainers", "load_text_dataset of a missing path",
-         lambda tp: __import__("seqlevel.trainers.data", fromlist=["x"]).load_text_dataset(str(tp / "no.txt")),
+         lambda tp: __import__("seqlevel.data", fromlist=["x"]).load_text_dataset(str(tp / "no.txt")),
          r"not found", FileNotFoundError),
-    Case("load-dataset-bad-suffix", "trainers", "a .csv dataset file",
-         lambda tp: __import__("seqlevel.trainers.data", fromlist=["x"]).load_text_dataset(
-             _write(tp, "d.csv", "a,b\n")), r"unsupported dataset file"),
+    Case("load-dataset-bad-suffix", "trainers", "a .xlsx dataset file",
+         lambda tp: __import__("seqlevel.data", fromlist=["x"]).load_text_dataset(
+             _write(tp, "d.xlsx", "a,b\n")), r"unsupported dataset file"),
     # ---- tasks -------------------------------------------------------------------------------------------------
     Case("arithmetic-bad-base", "tasks", "to_base(5, base=1)",
          lambda tp: __import__("seqlevel.tasks.arithmetic", fromlist=["x"]).to_base(5, 1),

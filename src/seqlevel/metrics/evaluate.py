@@ -9,16 +9,14 @@ and MAUVE (features from ``featurizer``, default the evaluated model itself).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from seqlevel.backspace.vocab import BACKSPACE_TOKEN
 from seqlevel.io import atomic_write_json, atomic_write_text
-
-BACKSPACE_TOKEN = "<bksp>"
 
 
 @dataclass
@@ -39,7 +37,7 @@ class EvalConfig:
 
 
 def _texts(data: str) -> list[str]:
-    from seqlevel.trainers.data import load_text_dataset
+    from seqlevel.data import load_text_dataset
 
     ds = load_text_dataset(data)
     if "text" not in ds.column_names:
@@ -54,6 +52,7 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         ValueError: a model that does not exist, ``prompt_tokens`` longer than every data example, bad counts.
         ImportError: MAUVE asked for but ``mauve-text`` missing (names the extra to install).
     """
+    from seqlevel.data import load_model_and_tokenizer
     from seqlevel.decoding import generate
     from seqlevel.metrics import (
         backspace_usage,
@@ -65,7 +64,6 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         rep_n,
         simctg_diversity,
     )
-    from seqlevel.trainers.recipes import load_model_and_tokenizer
 
     if cfg.prompt_tokens < 1:
         raise ValueError(f"--prompt-tokens must be >= 1, got {cfg.prompt_tokens}")
@@ -120,7 +118,7 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
                      pad_id=tok.pad_token_id or 0)
     metrics = {
         "model": cfg.model, "data": cfg.data, "num_samples": len(usable), "prompt_tokens": cfg.prompt_tokens,
-        "perplexity": ppl["perplexity"], "nll": ppl["nll"],
+        "perplexity": ppl["perplexity"], "nll": ppl["nll"], "perplexity_unit": "per token",
         "diversity_mixce": distinct_ngram_diversity(gen_tokens),
         "diversity_simctg": simctg_diversity(gen_tokens),
         "rep_2": rep_n(gen_tokens, 2), "rep_3": rep_n(gen_tokens, 3), "rep_4": rep_n(gen_tokens, 4),
@@ -146,7 +144,7 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
 
 
 def _report(m: dict, human: list[str], model: list[str]) -> str:
-    rows = [("perplexity (data)", f"{m['perplexity']:.3f}"), ("diversity (MixCE distinct-1..4)",
+    rows = [("perplexity (data, per token of this tokenizer)", f"{m['perplexity']:.3f}"), ("diversity (MixCE distinct-1..4)",
             f"{m['diversity_mixce']:.3f}"), ("diversity (SimCTG ∏(1−rep-n))", f"{m['diversity_simctg']:.3f}"),
             ("rep-2 / rep-3 / rep-4", f"{m['rep_2']:.3f} / {m['rep_3']:.3f} / {m['rep_4']:.3f}"),
             ("unigram entropy (nats)", f"{m['unigram_entropy']:.3f}"),
@@ -161,17 +159,3 @@ def _report(m: dict, human: list[str], model: list[str]) -> str:
     for h, g in zip(human, model):
         lines += [f"- human: {h[:200]!r}", f"  model: {g[:200]!r}"]
     return "\n".join(lines) + "\n"
-
-
-def cli_evaluate(args) -> int:
-    """Entry point of ``seqlevel evaluate`` (the CLI only parses)."""
-    cfg = EvalConfig(model=args.model, data=args.data, prompt_tokens=args.prompt_tokens, num_samples=args.num_samples,
-                     max_new_actions=args.max_new_actions, backspace=args.backspace, featurizer=args.featurizer,
-                     mauve=not args.no_mauve, seed=args.seed, output_dir=args.output_dir)
-    metrics = evaluate_model(cfg)
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(_report(metrics, [], []))
-        print(f"wrote {os.path.join(cfg.output_dir, 'metrics.json')} and report.md")
-    return 0

@@ -22,10 +22,10 @@ from transformers import Trainer, TrainingArguments
 from seqlevel.attributes.estimate import expected_attribute
 from seqlevel.attributes.head import KINDS
 from seqlevel.attributes.model import HEAD_WEIGHTS, AttributeModel
+from seqlevel.data import CausalLMCollator, tokenize_dataset
 from seqlevel.losses.attribute import attribute_loss, check_attribute_labels, consistency_loss
 from seqlevel.losses.token_weighted import mle_loss
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
-from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
 from seqlevel.trainers.distributed import check_distributed_setup
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
 

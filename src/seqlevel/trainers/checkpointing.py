@@ -30,7 +30,7 @@ import re
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from seqlevel.io import atomic_write_json
+from seqlevel.io import atomic_write_json, make_readable
 
 MANIFEST = "seqlevel_checkpoint.json"
 # Arguments that fix which batches each optimizer step sees and which random numbers it draws.
@@ -176,6 +176,7 @@ class SafeCheckpointMixin:
         ckpt = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         self.accelerator.wait_for_everyone()  # every rank's RNG file is on disk before the manifest lists them
         if args.should_save:
+            make_readable(ckpt)  # 0644 like every other output (some writers create 0600 files)
             write_manifest(ckpt, checksums=bool(getattr(args, "checkpoint_checksums", False)),
                            resume_contract={k: getattr(args, k, None) for k in RESUME_CONTRACT})
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
+from seqlevel.backspace.vocab import BACKSPACE_TOKEN
+from seqlevel.data import CausalLMCollator, tokenize_dataset
 from seqlevel.losses import dft_loss, mixce_loss, mle_loss, tailr_loss
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
-from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
 from seqlevel.trainers.distributed import check_distributed_setup
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
 
@@ -102,10 +104,10 @@ class MixCETrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
 
             model = get_peft_model(model, peft_config)
             vocab = processing_class.get_vocab() if processing_class is not None else {}
-            if "<bksp>" in vocab:  # a new action must keep trainable rows under an adapter
+            if BACKSPACE_TOKEN in vocab:  # a new action must keep trainable rows under an adapter
                 from seqlevel.trainers.peft import check_rows_trainable
 
-                check_rows_trainable(model, vocab["<bksp>"])
+                check_rows_trainable(model, vocab[BACKSPACE_TOKEN])
         check_distributed_setup(args, model)  # FSDP that wraps nothing, batches that do not split: fail here
         prep = dict(text_field=args.dataset_text_field, max_length=args.max_length, append_eos=args.append_eos)
         if train_dataset is not None:  # Trainer.train() itself refuses a missing train_dataset
@@ -142,5 +144,9 @@ class MixCETrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         loss = self.objective_loss(logits, labels[:, 1:], num_items_in_batch=num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # num_items_in_batch was summed over ranks
-        loss = self.check_finite(loss, {self.args.objective: loss})  # see trainers/guards.py
+        nll = None
+        if self.args.objective != "mle":  # the plain NLL, logged as 'nll' so runs compare across objectives
+            with torch.no_grad():
+                nll = mle_loss(logits.detach(), labels[:, 1:], num_items_in_batch=num_items_in_batch)
+        loss = self.check_finite(loss, {self.args.objective: loss}, nll=nll)  # see trainers/guards.py
         return (loss, outputs) if return_outputs else loss
