@@ -158,3 +158,32 @@ def test_lora_flags(tmp_path, objective, capsys):
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(out)  # the merged model is saved: every command can load it
+
+
+@pytest.mark.parametrize("objective", ["mle", "mixce", "tailr", "dft", "sequencematch", "cat"])
+def test_prompt_completion_records_train_with_every_objective(tmp_path, objective):
+    recs = [{"prompt": f"{a}+{b}=", "completion": str(a + b), "attribute": (a + b) % 2} for a in range(3)
+            for b in range(3)]
+    data = tmp_path / "pc.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    extra = {"sequencematch": ["--bc-warmup-steps", "1", "--sample-every", "1", "--rollouts-per-refresh", "2",
+                               "--replay-buffer-size", "4", "--max-new-actions", "6"]}.get(objective, [])
+    assert main(["train", "--objective", objective, "--model", "tiny-gpt2", "--dataset", str(data), "--output-dir",
+                 str(tmp_path / "o"), "--max-steps", "2", "--batch-size", "4", "--save_strategy", "no",
+                 *extra]) == 0
+
+
+def test_cat_collator_keeps_the_completion_mask():
+    from seqlevel.trainers.attribute import AttributeCollator
+
+    batch = AttributeCollator(0, "binary")([{"input_ids": [5, 6, 7], "completion_mask": [0, 1, 1], "attribute": 1}])
+    assert batch["labels"].tolist() == [[-100, 6, 7]]
+
+
+def test_generate_reads_prompts_with_the_dataset_loader(tmp_path, capsys):
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "ab", "completion": "x"}) + "\n" + json.dumps({"prompt": "cd"}) + "\n")
+    assert main(["generate", "--model", "tiny-gpt2", "--prompts", str(p), "--max-new-actions", "3", "--seed", "0",
+                 "--json"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["prompt"] for r in recs] == ["ab", "cd"]

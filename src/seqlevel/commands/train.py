@@ -273,6 +273,10 @@ def _build(script, cls, opts: dict, notes: list[str]):
                              "--noise-type random")
         train, evald = _datasets(script, cls, opts)
         model, tok = load_model_and_tokenizer(script.model, script.tokenizer, seed=int(opts.get("seed", 42)))
+        if cls is SequenceMatchConfig and "messages" in train.column_names and "prompt" not in train.column_names:
+            from seqlevel.data import render_messages
+
+            train = render_messages(train, tok)  # prompt/completion: SequenceMatch imitates the reply only
     _resolve_lengths(script, cls, opts, model, notes)
     cfg = cls(**opts)
     if cfg.eval_strategy != "no" and evald is None:

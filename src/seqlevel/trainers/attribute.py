@@ -95,7 +95,8 @@ class AttributeCollator:
     num_classes: int = 2
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = CausalLMCollator(self.pad_token_id)([{"input_ids": f["input_ids"]} for f in features])
+        batch = CausalLMCollator(self.pad_token_id)(  # completion_mask: prompt/completion data, loss on the completion
+            [{k: f[k] for k in ("input_ids", "completion_mask") if k in f} for f in features])
         vals = [f["attribute"] for f in features]
         if self.kind == "numeric":
             y = torch.tensor(vals, dtype=torch.float32)
