@@ -13,6 +13,7 @@ defaults; an option of another method is refused (``--p-noise`` with ``--objecti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -144,7 +145,9 @@ def _read_config_file(path: str, known: set[str]) -> dict:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ValueError(f"--config {path!r} is not valid YAML: {e}") from e
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"--config {path!r} is not valid YAML: {getattr(e, 'problem', None) or e}{where}") from e
     elif path.endswith(".json"):
         try:
             data = json.loads(text)
@@ -206,10 +209,17 @@ def _resolve_lengths(script, cls, opts: dict, model, notes: list[str]) -> None:
         if int(opts["max_length"]) > ctx:
             raise ValueError(f"--max-length {opts['max_length']} exceeds the model's context of {ctx} positions; "
                              f"pass --max-length {ctx} or less")
-    elif _fields(cls)["max_length"].default > ctx:
+        return
+    default = _fields(cls)["max_length"].default
+    if cls is SequenceMatchConfig and default > ctx // 2:
+        # noise insertions (each undone by a <bksp>) lengthen a trajectory beyond its data tokens
+        opts["max_length"] = ctx // 2
+        notes.append(f"max_length {ctx // 2}: half the model's context of {ctx}, leaving room for noise and <bksp> "
+                     "actions; longer examples are truncated")
+    elif default > ctx:
         opts["max_length"] = ctx
-        notes.append(f"max_length {ctx}: the model's context (the config's default "
-                     f"{_fields(cls)['max_length'].default} is longer); longer examples are truncated")
+        notes.append(f"max_length {ctx}: the model's context (the config's default {default} is longer); longer "
+                     "examples are truncated")
 
 
 def _check_sequencematch_steps(cfg, n_examples: int) -> None:
@@ -286,10 +296,18 @@ def _build(script, cls, opts: dict, notes: list[str]):
         from seqlevel.trainers.sequencematch import SequenceMatchTrainer
 
         _check_sequencematch_steps(cfg, len(train))
-        trainer = SequenceMatchTrainer(model=model, args=cfg, train_dataset=train, processing_class=tok,
-                                       noise_fn=noise_fn, peft_config=peft_config)
+        try:
+            trainer = SequenceMatchTrainer(model=model, args=cfg, train_dataset=train, processing_class=tok,
+                                           noise_fn=noise_fn, peft_config=peft_config)
+        except ValueError as e:
+            if "trajectory needs" not in str(e):
+                raise
+            raise ValueError(f"{e}; with seqlevel train: lower --max-length (now {cfg.max_length}) or --p-noise "
+                             f"(now {cfg.p_noise})") from e
     elif cls is AttributeConfig:
         from seqlevel.trainers.attribute import AttributeTrainer
+
+        _check_attribute_column(train, cfg, script.dataset)
 
         trainer = AttributeTrainer(model, args=cfg, train_dataset=train, eval_dataset=evald, processing_class=tok,
                                    peft_config=peft_config)
@@ -301,6 +319,17 @@ def _build(script, cls, opts: dict, notes: list[str]):
         trainer = MixCETrainer(model=model, args=cfg, train_dataset=train, eval_dataset=evald, processing_class=tok,
                                peft_config=peft_config)
     return cfg, trainer
+
+
+def _check_attribute_column(ds, cfg, path: str) -> None:
+    col = cfg.attribute_field
+    if col not in ds.column_names:
+        raise ValueError(f"dataset {path!r} has columns {ds.column_names} but no attribute column {col!r}; add one "
+                         "label per example or pass --attribute-field COLUMN")
+    bad = next((v for v in ds[col] if isinstance(v, bool) or not isinstance(v, int | float) or v != v), "ok")
+    if bad != "ok":
+        raise ValueError(f"attribute column {col!r} of {path!r} holds {bad!r}; labels must be numbers (class ids "
+                         "0..K-1 for binary/categorical, any finite number for --attribute-kind numeric)")
 
 
 def _arithmetic(script, opts):
@@ -331,5 +360,12 @@ def run(args: argparse.Namespace) -> int:
     from seqlevel.commands.train_run import check_output_dir
 
     check_output_dir(out, script)  # before any work: a non-empty directory needs --resume or --overwrite-output-dir
-    cfg, trainer = _build(script, cls, opts, notes)
-    return execute(script, cfg, trainer, notes, getattr(args, "_argv", None))
+    existed = os.path.exists(out)
+    try:
+        cfg, trainer = _build(script, cls, opts, notes)
+    except BaseException:
+        if not existed:  # the Trainer creates output_dir; a failed start leaves nothing behind
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
+        raise
+    return execute(script, cfg, trainer, notes, getattr(args, "_argv", None), created=not existed)

@@ -18,6 +18,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import threading
 
 try:
@@ -49,16 +50,20 @@ def check_output_dir(out: str, script) -> None:
     parent = os.path.abspath(out)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to --output-dir {out!r}: {parent!r} is not a writable directory (read-only "
-                         "file system or no permission); choose a writable directory")
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot write to --output-dir {out!r}: {parent!r} is a file, not a directory")
+    try:  # a real probe: os.access says yes to root on a read-only file system
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write to --output-dir {out!r}: {parent!r} is not writable ({e.strerror}: read-only "
+                         "file system or no permission); choose a writable directory") from e
 
 
 @contextlib.contextmanager
-def output_lock(out: str):
+def output_lock(out: str, created: bool):
     """Create ``out`` and hold ``out/.seqlevel.lock``; on exit release it and remove ``out`` if this run created it
-    and left it empty."""
-    created = not os.path.exists(out)
+    (``created``) and left it empty."""
     try:
         os.makedirs(out, exist_ok=True)
         fd = os.open(os.path.join(out, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
@@ -142,11 +147,11 @@ def _save(trainer, script, out: str) -> None:
     trainer.save_model(out)
 
 
-def execute(script, cfg, trainer, notes: list[str], argv: list[str] | None) -> int:
+def execute(script, cfg, trainer, notes: list[str], argv: list[str] | None, created: bool) -> int:
     """Train under the output lock, save the model and ``train_results.json``; returns the exit status."""
     out = cfg.output_dir
     print(_describe(cfg, script, notes), file=sys.stderr)
-    with output_lock(out), _sigterm_as_interrupt():
+    with output_lock(out, created), _sigterm_as_interrupt():
         try:
             result = trainer.train(resume_from_checkpoint=True if script.resume else None)
             _save(trainer, script, out)
