@@ -128,3 +128,14 @@ def test_explain_warns_about_words_outside_the_vocabulary(tmp_path, capsys):
                  str(tmp_path / "e.png")]) == 0
     err = capsys.readouterr().err
     assert "1 word(s) are not in the model's vocabulary and are explained as <unk>: xyz" in err
+
+
+def test_report_to_a_missing_integration_is_named(tmp_path, data, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    assert main(_argv(data, tmp_path / "o", "--report_to", "wandb")) == 2
+    err = capsys.readouterr().err
+    assert "--report_to wandb: WandbCallback requires wandb to be installed" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -11,8 +11,9 @@ import argparse
 import importlib
 import sys
 
-# What a bad input raises below commands/: one line on stderr and exit status 2 (argparse's convention).
-USER_ERRORS = (ValueError, ImportError, FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError)
+# What a bad input raises below commands/: one line on stderr and exit status 2 (argparse's convention). OSError
+# covers the file system saying no (missing, read-only, not a directory, no permission); its message names the path.
+USER_ERRORS = (ValueError, ImportError, OSError)
 
 
 class LazyParser(argparse.ArgumentParser):

@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     check_sampling_options(not args.greedy, args.temperature, args.top_k, args.top_p)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {args.device!r} is not a torch device ({e}); use cpu or cuda") from e
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device} asked for, but CUDA is not available; use --device cpu")
     prompts = _read_prompts(args.prompts, args.prompt_field)

@@ -106,6 +106,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         for name in names:
             f = _copy_field(fields[name], hints[name])
             HfArgumentParser._parse_dataclass_field(group, f)
+    first: dict[str, argparse.Action] = {}
+    for a in p._actions:
+        first.setdefault(a.dest, a)  # a bool's --no_x shares its dest: keep --x, which has the type
+    p.set_defaults(_actions=first)  # for typing the values of a --config file
     aliases = p.add_argument_group("aliases (the first seqlevel CLI's flags)")
     by_dest = {a.dest: a for a in p._actions}
     for alias, dest in ALIASES.items():
@@ -132,7 +136,21 @@ def _copy_field(f: dataclasses.Field, hint) -> dataclasses.Field:
 
 
 # ----- options: command line + --config file ------------------------------------------------------------------------
-def _read_config_file(path: str, known: set[str]) -> dict:
+def _typed(name: str, value, action, path: str):
+    """A --config value as the flag would have parsed it (YAML reads ``1e-3`` as a string, for one)."""
+    convert = getattr(action, "type", None)
+    if value is None or convert is None or isinstance(value, list):
+        return value
+    if isinstance(value, bool) and convert in (int, float):
+        raise ValueError(f"--config {path!r}: option {name!r} must be a number, got {value!r}")
+    try:
+        return convert(str(value)) if isinstance(value, str) or convert in (int, float) else value
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
+        raise ValueError(f"--config {path!r}: option {name!r} has value {value!r}, which is not a valid "
+                         f"{getattr(convert, '__name__', 'value')} ({e})") from e
+
+
+def _read_config_file(path: str, known: set[str], actions: dict | None = None) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--config {path!r} not found; pass a .yaml or .json file of options")
     import json
@@ -166,7 +184,7 @@ def _read_config_file(path: str, known: set[str]) -> dict:
         if name not in known:
             raise ValueError(f"--config {path!r}: unknown option {key!r}; use the names of `seqlevel train --help` "
                              "(e.g. learning_rate, per_device_train_batch_size, mixce_eta)")
-        out[name] = value
+        out[name] = _typed(name, value, (actions or {}).get(name), path)
     return out
 
 
@@ -175,7 +193,7 @@ def _options(args: argparse.Namespace) -> tuple[TrainScriptArguments, type, dict
     given = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
     known = set(_fields(TrainScriptArguments)) | {n for c in set(METHOD_CONFIGS.values()) for n in _fields(c)}
     if given.get("config"):
-        given = {**_read_config_file(given["config"], known), **given}
+        given = {**_read_config_file(given["config"], known, getattr(args, "_actions", None)), **given}
     script_names = _fields(TrainScriptArguments)
     script = TrainScriptArguments(**{k: given.pop(k) for k in list(given) if k in script_names})
     missing = [f"--{n.replace('_', '-')}" for n, v in (("model", script.model), ("dataset", script.dataset),
@@ -235,7 +253,10 @@ def _check_sequencematch_steps(cfg, n_examples: int) -> None:
 
 
 def _peft_config(script, tok, model):
-    from peft import LoraConfig
+    try:
+        from peft import LoraConfig
+    except ImportError as e:
+        raise ImportError("--use-peft needs the peft package: pip install 'seqlevel[peft]'") from e
 
     targets = script.lora_target_modules
     targets = targets[0] if len(targets) == 1 and targets[0] == "all-linear" else list(targets)
@@ -292,6 +313,22 @@ def _build(script, cls, opts: dict, notes: list[str]):
     if cfg.eval_strategy != "no" and evald is None:
         raise ValueError(f"--eval_strategy {cfg.eval_strategy} needs evaluation data; pass --eval-dataset PATH")
     peft_config = _peft_config(script, tok, model) if script.use_peft else None
+    with _missing_integration(cfg):
+        return cfg, _trainer(script, cls, cfg, model, tok, train, evald, noise_fn, peft_config)
+
+
+@contextlib.contextmanager
+def _missing_integration(cfg):
+    """The Trainer raises RuntimeError for a --report_to whose package is not installed; make it a named error."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "install" not in str(e):
+            raise
+        raise ValueError(f"--report_to {','.join(cfg.report_to or [])}: {e}") from e
+
+
+def _trainer(script, cls, cfg, model, tok, train, evald, noise_fn, peft_config):
     if cls is SequenceMatchConfig:
         from seqlevel.trainers.sequencematch import SequenceMatchTrainer
 
@@ -318,7 +355,7 @@ def _build(script, cls, opts: dict, notes: list[str]):
 
         trainer = MixCETrainer(model=model, args=cfg, train_dataset=train, eval_dataset=evald, processing_class=tok,
                                peft_config=peft_config)
-    return cfg, trainer
+    return trainer
 
 
 def _check_attribute_column(ds, cfg, path: str) -> None:

@@ -93,6 +93,11 @@ def _check_trainer_numbers(a) -> None:
         (a.save_strategy != "steps" or a.save_steps > 0, "save_steps (--save-steps)", a.save_steps,
          "must be > 0 with save_strategy='steps' (use save_strategy='no' to never save)"),
         (a.logging_steps > 0, "logging_steps", a.logging_steps, "must be > 0"),
+        (a.eval_strategy != "steps" or a.eval_steps is None or a.eval_steps > 0, "eval_steps", a.eval_steps,
+         "must be > 0 with eval_strategy='steps'"),
+        (a.save_total_limit is None or a.save_total_limit >= 1, "save_total_limit", a.save_total_limit,
+         "must be >= 1 (or unset to keep every checkpoint)"),
+        (0 <= a.seed < 2**32, "seed", a.seed, "must be in [0, 2**32)"),
     ]
     for ok, name, value, rule in checks:
         if not ok:
