@@ -52,7 +52,7 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         ValueError: a model that does not exist, ``prompt_tokens`` longer than every data example, bad counts.
         ImportError: MAUVE asked for but ``mauve-text`` missing (names the extra to install).
     """
-    from seqlevel.data import load_model_and_tokenizer
+    from seqlevel.data import context_length, load_model_and_tokenizer
     from seqlevel.decoding import generate
     from seqlevel.metrics import (
         backspace_usage,
@@ -80,6 +80,10 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
     texts = _texts(cfg.data)
     model, tok = load_model_and_tokenizer(cfg.model)
     model.eval()
+    ctx = context_length(model)
+    if ctx is not None and cfg.prompt_tokens >= ctx:
+        raise ValueError(f"--prompt-tokens {cfg.prompt_tokens} leaves no room to generate in the model's context of "
+                         f"{ctx} tokens; use --prompt-tokens {ctx - 1} or less")
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     usable = [(t, x) for t, x in zip(texts, ids) if len(x) > cfg.prompt_tokens]
     if not usable:
@@ -114,8 +118,9 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
     bar.close()
 
     gen_tokens = [tok(t, add_special_tokens=False)["input_ids"] for t in model_texts]
-    ppl = perplexity(model, [x + ([tok.eos_token_id] if tok.eos_token_id is not None else []) for _, x in usable],
-                     pad_id=tok.pad_token_id or 0)
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    keep = ctx - len(eos) if ctx is not None else None  # perplexity over what fits in the model's context
+    ppl = perplexity(model, [x[:keep] + eos for _, x in usable], pad_id=tok.pad_token_id or 0)
     metrics = {
         "model": cfg.model, "data": cfg.data, "num_samples": len(usable), "prompt_tokens": cfg.prompt_tokens,
         "perplexity": ppl["perplexity"], "nll": ppl["nll"], "perplexity_unit": "per token",
