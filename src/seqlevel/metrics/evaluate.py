@@ -80,16 +80,16 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
     texts = _texts(cfg.data)
     model, tok = load_model_and_tokenizer(cfg.model)
     model.eval()
-    ctx = context_length(model)
-    if ctx is not None and cfg.prompt_tokens >= ctx:
-        raise ValueError(f"--prompt-tokens {cfg.prompt_tokens} leaves no room to generate in the model's context of "
-                         f"{ctx} tokens; use --prompt-tokens {ctx - 1} or less")
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     usable = [(t, x) for t, x in zip(texts, ids) if len(x) > cfg.prompt_tokens]
     if not usable:
         longest = max((len(x) for x in ids), default=0)
         raise ValueError(f"--prompt-tokens {cfg.prompt_tokens} is longer than the data: the longest example has "
                          f"{longest} tokens; use a smaller --prompt-tokens")
+    ctx = context_length(model)
+    if ctx is not None and cfg.prompt_tokens >= ctx:
+        raise ValueError(f"--prompt-tokens {cfg.prompt_tokens} leaves no room to generate in the model's context of "
+                         f"{ctx} tokens; use --prompt-tokens {ctx - 1} or less")
     usable = usable[: cfg.num_samples]
     if len(usable) < 2:
         raise ValueError(f"only {len(usable)} example(s) are longer than --prompt-tokens {cfg.prompt_tokens}; "
