@@ -342,6 +342,13 @@ CASES = [
          lambda tp: _cli_error(_train_argv(tp, "--dataset-text-field", "body", "--dataset",
                                            _write(tp, "d.jsonl", '{"text": "a b"}\n'))),
          r"needs 'body' \(text\).*--dataset-text-field"),
+    Case("trainer-tokenizer-larger-than-model", "trainers", "MixCETrainer with a 259-token tokenizer, 64-row model",
+         lambda tp: _mixce(tp, tiny_model("tiny-gpt2", vocab_size=64), byte_tokenizer(), {"text": ["ab"]}),
+         r"the tokenizer has 259 tokens but the model has only 64 embedding rows"),
+    Case("trainer-ids-outside-vocab", "trainers", "MixCETrainer on input_ids made with another tokenizer",
+         lambda tp: _mixce(tp, tiny_model("tiny-gpt2", vocab_size=64), None, {"input_ids": [[1, 2, 99]]},
+                           append_eos=False),
+         r"holds token id 99, outside the model's vocabulary \[0, 64\)"),
     Case("cli-train-nonempty-output-dir", "cli", "seqlevel train into a directory holding a previous model",
          lambda tp: (tp.joinpath("o").mkdir(), tp.joinpath("o", "model.safetensors").write_text("x"),
                      _cli_error(_train_argv(tp))),
@@ -431,6 +438,14 @@ def _train_argv(tp, *extra):
     argv = ["train", "--model", "tiny-gpt2", "--dataset", _write(tp, "d.txt", "hello world\nabc def\n"),
             "--output-dir", str(tp / "o"), "--max-steps", "1"]
     return argv + [x for x in extra if x is not None]
+
+
+def _mixce(tp, model, tok, columns, **cfg):
+    from seqlevel.trainers import MixCEConfig, MixCETrainer
+
+    args = MixCEConfig(output_dir=str(tp / "o"), max_steps=1, report_to="none", save_strategy="no", **cfg)
+    return MixCETrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict(columns),
+                        processing_class=tok)
 
 
 def _small_model(tp):
