@@ -342,7 +342,8 @@ def _check_vocab(model, tok, model_name: str, tok_name: str) -> None:
 
 
 def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: int = 0,
-                             preset_backspace: bool = False, attribute: bool = False):
+                             preset_backspace: bool = False, attribute: bool = False,
+                             model_kwargs: dict | None = None):
     """A preset (``tiny-gpt2`` ...) with a byte-level tokenizer, a local directory, or a Hub name.
 
     Args:
@@ -352,6 +353,7 @@ def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: 
         seed: initialisation seed of a preset.
         preset_backspace: give a preset's byte-level tokenizer the ``<bksp>`` token (for decoding smoke tests).
         attribute: load an :class:`~seqlevel.attributes.AttributeModel` (base + CAT head) instead of a causal LM.
+        model_kwargs: passed to ``from_pretrained`` (e.g. ``dtype``, ``attn_implementation``).
 
     Returns:
         ``(model, tokenizer)``; the tokenizer has a pad token (``<eos>`` when it had none).
@@ -393,9 +395,9 @@ def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: 
         if attribute:
             from seqlevel.attributes.model import AttributeModel
 
-            net = AttributeModel.from_pretrained(expanded)
+            net = AttributeModel.from_pretrained(expanded, **(model_kwargs or {}))
         else:
-            net = AutoModelForCausalLM.from_pretrained(expanded)
+            net = AutoModelForCausalLM.from_pretrained(expanded, **(model_kwargs or {}))
     except OSError as err:
         raise ValueError(_hub_message("model", model, err, presets)) from err
     if tok.pad_token is None:

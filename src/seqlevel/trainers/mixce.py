@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from seqlevel.backspace.vocab import BACKSPACE_TOKEN
-from seqlevel.data import CausalLMCollator, context_length, tokenize_dataset
+from seqlevel.data import CausalLMCollator, context_length, load_model_and_tokenizer, tokenize_dataset
 from seqlevel.losses import dft_loss, mixce_loss, mle_loss, tailr_loss
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
 from seqlevel.trainers.distributed import check_distributed_setup
@@ -113,10 +113,9 @@ class MixCETrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         if not isinstance(args, MixCEConfig):
             raise ValueError(f"args must be a MixCEConfig, got {type(args).__name__}; "
                              "build it with MixCEConfig(output_dir=..., objective=..., mixce_eta=...)")
-        if isinstance(model, str):
-            if processing_class is None:
-                processing_class = AutoTokenizer.from_pretrained(model)
-            model = AutoModelForCausalLM.from_pretrained(model, **(args.model_init_kwargs or {}))
+        if isinstance(model, str):  # the one loader: names the path, says when a Hub name needs a connection
+            model, tok = load_model_and_tokenizer(model, model_kwargs=args.model_init_kwargs)
+            processing_class = processing_class if processing_class is not None else tok
         if peft_config is not None:
             from peft import get_peft_model
 
