@@ -97,12 +97,14 @@ def test_outputs_are_readable_by_others_and_the_lock_is_gone(tmp_path, data):
     assert ".seqlevel.lock" not in modes
 
 
-def test_overwrite_output_dir_is_explicit(tmp_path, data, capsys):
+def test_overwrite_output_dir_is_explicit_and_drops_old_checkpoints(tmp_path, data, capsys):
     out = tmp_path / "run"
-    assert main(_argv(data, out, "--max-steps", "2")) == 0
+    assert main(_argv(data, out, "--max-steps", "4")) == 0  # checkpoint-2 and checkpoint-4
     assert main(_argv(data, out, "--max-steps", "2")) == 2
     assert "is not empty" in capsys.readouterr().err
     assert main(_argv(data, out, "--max-steps", "2", "--overwrite-output-dir")) == 0
+    # the previous run's checkpoint-4 is gone: a later --resume can only pick this run's checkpoint-2
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
 
 
 def test_resume_of_a_tied_model_warns_about_no_missing_key(tmp_path, data, monkeypatch):

@@ -62,3 +62,6 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> 
     except USER_ERRORS as err:
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (loading, generating): no traceback
+        print(f"\n{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return 130

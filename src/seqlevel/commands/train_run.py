@@ -123,6 +123,20 @@ def _last_checkpoint(out: str) -> str | None:
     return last_complete_checkpoint(out)
 
 
+def _remove_old_checkpoints(out: str) -> None:
+    """--overwrite-output-dir: the previous run's checkpoints go, so a later --resume cannot pick one of them."""
+    import shutil
+
+    from seqlevel.trainers.checkpointing import checkpoints
+
+    old = checkpoints(out)
+    for ckpt in old:
+        shutil.rmtree(ckpt)
+    if old:
+        print(f"  note: --overwrite-output-dir removed {len(old)} checkpoint(s) of the previous run in {out}",
+              file=sys.stderr)
+
+
 def _describe(cfg, script, notes: list[str]) -> str:
     lines = [f"seqlevel train: --objective {script.objective} ({type(cfg).__name__}), model {script.model}, "
              f"dataset {script.dataset}",
@@ -152,6 +166,8 @@ def execute(script, cfg, trainer, notes: list[str], argv: list[str] | None, crea
     out = cfg.output_dir
     print(_describe(cfg, script, notes), file=sys.stderr)
     with output_lock(out, created), _sigterm_as_interrupt():
+        if script.overwrite_output_dir:
+            _remove_old_checkpoints(out)
         try:
             result = trainer.train(resume_from_checkpoint=True if script.resume else None)
             _save(trainer, script, out)
