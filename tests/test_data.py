@@ -163,3 +163,9 @@ def test_loader_round_trip(tmp_path):
     net, tok2 = load_model_and_tokenizer(str(tmp_path / "m"))
     assert len(tok2) == len(tok)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), m.state_dict().values()))
+
+
+def test_bom_crlf_and_upper_case_suffix(tmp_path):
+    p = tmp_path / "NOTES.TXT"
+    p.write_bytes("\ufeffhello\r\nworld\r\n".encode("utf-8"))  # as a Windows editor saves it
+    assert load_text_dataset(str(p))["text"] == ["hello", "world"]

@@ -38,7 +38,7 @@ def _read_utf8(path: str) -> str:
         raise ValueError(f"dataset {path!r} looks like a binary file (it contains NUL bytes); pass a UTF-8 text "
                          f"file ({', '.join(FILE_TYPES)}) or a datasets.save_to_disk directory")
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the first example
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ValueError(f"dataset {path!r} is not UTF-8 text: byte 0x{raw[e.start]:02x} at line {line} cannot be "
@@ -47,7 +47,7 @@ def _read_utf8(path: str) -> str:
 
 def _json_records(path: str) -> list[dict]:
     text = _read_utf8(path)
-    if path.endswith(".json"):
+    if path.lower().endswith(".json"):
         try:
             obj = json.loads(text)
         except json.JSONDecodeError:
@@ -104,12 +104,13 @@ def _from_records(records: list[dict], path: str):
 def _load_file(path: str, text_field: str):
     import datasets
 
-    if path.endswith(".txt"):
+    kind = next((t for t in FILE_TYPES if path.lower().endswith(t)), None)
+    if kind == ".txt":
         lines = [ln for ln in _read_utf8(path).splitlines() if ln.strip()]
         return datasets.Dataset.from_dict({text_field: lines})
-    if path.endswith((".jsonl", ".json")):
+    if kind in (".jsonl", ".json"):
         return _from_records(_json_records(path), path)
-    if path.endswith(".csv"):
+    if kind == ".csv":
         import pandas as pd
 
         _read_utf8(path)  # names the file and line on bad bytes
@@ -119,7 +120,7 @@ def _load_file(path: str, text_field: str):
             raise ValueError(f"dataset {path!r} is not a readable CSV file ({e}); give a header row and one "
                              "example per row") from e
         return datasets.Dataset.from_pandas(df, preserve_index=False)
-    if path.endswith(".parquet"):
+    if kind == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -162,8 +163,11 @@ def load_text_dataset(path: str, text_field: str = "text", *, config: str | None
     """
     import datasets
 
+    if not isinstance(path, str | os.PathLike):
+        raise ValueError(f"dataset must be a path or a Hub dataset name (str), got {type(path).__name__}; to train "
+                         "on texts in memory, pass datasets.Dataset.from_dict({'text': [...]}) to the trainer")
     path = os.fspath(path)
-    looks_local = path.endswith(FILE_TYPES) or path.startswith((".", "/", "~")) or os.sep * 2 in path
+    looks_local = path.lower().endswith(FILE_TYPES) or path.startswith((".", "/", "~")) or os.sep * 2 in path
     if not os.path.exists(path):
         if looks_local or path.count("/") > 1 or not path.strip():
             raise FileNotFoundError(f"dataset {path!r} not found: looked for a {'/'.join(FILE_TYPES)} file or a "
@@ -232,6 +236,9 @@ def tokenize_dataset(dataset, tokenizer, *, text_field: str = "text", max_length
     Raises:
         ValueError: empty dataset, no usable column, no tokenizer for text, or an example with no tokens.
     """
+    if dataset is not None and not hasattr(dataset, "column_names"):
+        raise ValueError(f"the dataset must be a datasets.Dataset, got {type(dataset).__name__}; build one with "
+                         "datasets.Dataset.from_dict({'text': [...]}) (or seqlevel.data.load_text_dataset(path))")
     if dataset is None or len(dataset) == 0:
         raise ValueError("train_dataset is empty; pass a datasets.Dataset with at least one example "
                          f"(a '{text_field}' column of strings or an 'input_ids' column of token ids)")
@@ -367,6 +374,9 @@ def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: 
     from seqlevel.presets import MODEL_PRESETS, byte_tokenizer, tiny_model
 
     presets = ", ".join(sorted(MODEL_PRESETS))
+    if not isinstance(model, str | os.PathLike) or not os.fspath(model).strip():
+        raise ValueError(f"model must be a preset ({presets}), a directory or a Hub name, got {model!r}")
+    model = os.fspath(model)
     if model in MODEL_PRESETS and not attribute:
         tok = _load_tokenizer(tokenizer, model) if tokenizer else byte_tokenizer(
             extra_special_tokens=[BACKSPACE_TOKEN] if preset_backspace else ())
