@@ -53,3 +53,10 @@ def make_model():
         return m.eval()
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs with its pytest tmp path as the working directory, so a default relative output directory
+    (``runs/...`` of a benchmark, ``trainer_output`` of a config) lands there and never in the working tree."""
+    monkeypatch.chdir(tmp_path)

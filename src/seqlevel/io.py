@@ -24,6 +24,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are readable like any other file (0644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -44,6 +45,27 @@ def atomic_write_text(path: str, text: str, encoding: str = "utf-8") -> None:
 def atomic_write_json(path: str, obj: Any, indent: int | None = 2) -> None:
     """Write ``obj`` as JSON (with a trailing newline) to ``path`` atomically (see :func:`atomic_write_bytes`)."""
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def make_readable(root: str) -> None:
+    """Give every file under ``root`` the mode a plain ``open()`` would (0644 under the usual umask 022).
+
+    Some writers (``tempfile.mkstemp``, the safetensors shard writer) create 0600 files; a model others must read
+    should not depend on which library wrote which file.
+    """
+    mode = 0o666 & ~_umask()
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            if not os.path.islink(p) and (os.stat(p).st_mode & 0o777) != mode:
+                with contextlib.suppress(PermissionError):
+                    os.chmod(p, mode)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(d: str) -> None:

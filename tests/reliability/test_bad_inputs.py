@@ -262,11 +262,11 @@ CASES = [
     Case("replay-capacity-mismatch", "trainers", "resuming a replay buffer with another capacity",
          _load_replay, r"resume with the same replay_buffer_size"),
     Case("load-dataset-missing-file", "trainers", "load_text_dataset of a missing path",
-         lambda tp: __import__("seqlevel.trainers.data", fromlist=["x"]).load_text_dataset(str(tp / "no.txt")),
+         lambda tp: __import__("seqlevel.data", fromlist=["x"]).load_text_dataset(str(tp / "no.txt")),
          r"not found", FileNotFoundError),
-    Case("load-dataset-bad-suffix", "trainers", "a .csv dataset file",
-         lambda tp: __import__("seqlevel.trainers.data", fromlist=["x"]).load_text_dataset(
-             _write(tp, "d.csv", "a,b\n")), r"unsupported dataset file"),
+    Case("load-dataset-bad-suffix", "trainers", "a .xlsx dataset file",
+         lambda tp: __import__("seqlevel.data", fromlist=["x"]).load_text_dataset(
+             _write(tp, "d.xlsx", "a,b\n")), r"unsupported dataset file"),
     # ---- tasks -------------------------------------------------------------------------------------------------
     Case("arithmetic-bad-base", "tasks", "to_base(5, base=1)",
          lambda tp: __import__("seqlevel.tasks.arithmetic", fromlist=["x"]).to_base(5, 1),
@@ -321,7 +321,150 @@ CASES = [
          lambda tp: _cli_error(["train", "--model", "tiny-gpt2", "--dataset", _write(tp, "d.txt", "abc\n"),
                                 "--output-dir", str(tp / "o"), "--max-steps", "1", "--resume"]),
          r"seqlevel train: error: .*checkpoint"),
+    # ---- the command layer (issue 15): every category of bad input gets a named, fix-it error ------------------
+    *[Case(f"cli-train-{cid}", "cli", " ".join(x for x in ("seqlevel train", flag, val) if x),
+           (lambda flag, val: lambda tp: _cli_error(_train_argv(tp, flag, val)))(flag, val), match)
+      for cid, flag, val, match in [
+          ("epochs-zero", "--epochs=0", "--max-steps=-1", r"num_train_epochs \(--epochs\) must be > 0"),
+          ("grad-accum-zero", "--grad-accum", "0", r"gradient_accumulation_steps \(--grad-accum\) must be >= 1"),
+          ("max-steps-zero", "--max-steps", "0", r"max_steps \(--max-steps\) must be >= 1, or -1"),
+          ("batch-size-zero", "--batch-size", "0", r"per_device_train_batch_size \(--batch-size\) must be >= 1"),
+          ("negative-lr", "--lr=-1", None, r"learning_rate \(--lr\) must be a finite number >= 0"),
+          ("save-steps-zero", "--save-steps", "0", r"save_steps \(--save-steps\) must be > 0"),
+          ("max-length-beyond-context", "--max-length", "1000",
+           r"--max-length 1000 exceeds the model's context of 256 positions"),
+          ("foreign-option", "--p-noise", "0.2", r"--p-noise is an option of --objective sequencematch"),
+          ("eval-strategy-without-eval-data", "--eval_strategy", "steps", r"needs evaluation data; pass --eval-dataset"),
+          ("resume-and-overwrite", "--resume", "--overwrite-output-dir", r"pass one"),
+          ("unknown-objective", "--objective", "ppo", r"unknown objective 'ppo'; choose one of mle, mixce"),
+      ]],
+    Case("cli-train-unknown-text-field", "cli", "seqlevel train --dataset-text-field body (no such column)",
+         lambda tp: _cli_error(_train_argv(tp, "--dataset-text-field", "body", "--dataset",
+                                           _write(tp, "d.jsonl", '{"text": "a b"}\n'))),
+         r"needs 'body' \(text\).*--dataset-text-field"),
+    Case("trainer-tokenizer-larger-than-model", "trainers", "MixCETrainer with a 259-token tokenizer, 64-row model",
+         lambda tp: _mixce(tp, tiny_model("tiny-gpt2", vocab_size=64), byte_tokenizer(), {"text": ["ab"]}),
+         r"the tokenizer has 259 tokens but the model has only 64 embedding rows"),
+    Case("trainer-ids-outside-vocab", "trainers", "MixCETrainer on input_ids made with another tokenizer",
+         lambda tp: _mixce(tp, tiny_model("tiny-gpt2", vocab_size=64), None, {"input_ids": [[1, 2, 99]]},
+                           append_eos=False),
+         r"holds token id 99, outside the model's vocabulary \[0, 64\)"),
+    Case("trainer-model-path-missing", "trainers", "MixCETrainer(model='<missing dir>')",
+         lambda tp: _mixce(tp, str(tp / "no-model"), None, {"text": ["ab"]}),
+         r"model path '.*no-model' does not exist"),
+    Case("data-path-not-a-string", "trainers", "load_text_dataset(123)",
+         lambda tp: __import__("seqlevel.data", fromlist=["x"]).load_text_dataset(123),
+         r"dataset must be a path or a Hub dataset name \(str\), got int"),
+    Case("data-list-instead-of-dataset", "trainers", "MixCETrainer(train_dataset=['a', 'b'])",
+         lambda tp: __import__("seqlevel.data", fromlist=["x"]).tokenize_dataset(["a", "b"], byte_tokenizer()),
+         r"the dataset must be a datasets.Dataset, got list"),
+    Case("loader-model-none", "trainers", "load_model_and_tokenizer(None)",
+         lambda tp: __import__("seqlevel.data", fromlist=["x"]).load_model_and_tokenizer(None),
+         r"model must be a preset .* got None"),
+    Case("cli-train-nonempty-output-dir", "cli", "seqlevel train into a directory holding a previous model",
+         lambda tp: (tp.joinpath("o").mkdir(), tp.joinpath("o", "model.safetensors").write_text("x"),
+                     _cli_error(_train_argv(tp))),
+         r"--output-dir '.*o' is not empty \(it holds model.safetensors\); pass --resume .* --overwrite-output-dir"),
+    Case("cli-train-output-dir-read-only", "cli", "seqlevel train --output-dir on a read-only file system",
+         lambda tp: _cli_error(_train_argv(tp, "--output-dir", "/proc/seqlevel-out")),
+         r"cannot write to --output-dir '/proc/seqlevel-out'.*not writable"),
+    Case("cli-train-non-utf8-dataset", "cli", "seqlevel train --dataset latin-1.txt",
+         lambda tp: (tp.joinpath("l1.txt").write_bytes("caf\u00e9\n".encode("latin-1")),
+                     _cli_error(_train_argv(tp, "--dataset", str(tp / "l1.txt")))),
+         r"dataset '.*l1.txt' is not UTF-8 text: byte 0xe9 at line 1.*re-encode"),
+    Case("cli-train-binary-dataset", "cli", "seqlevel train --dataset model.bin.txt (binary)",
+         lambda tp: (tp.joinpath("b.txt").write_bytes(bytes(range(256))),
+                     _cli_error(_train_argv(tp, "--dataset", str(tp / "b.txt")))),
+         r"'.*b.txt' looks like a binary file"),
+    Case("cli-train-malformed-jsonl", "cli", "seqlevel train --dataset with a broken JSONL line",
+         lambda tp: _cli_error(_train_argv(tp, "--dataset", _write(tp, "d.jsonl", '{"text": "a"}\n{"text": \n'))),
+         r"'.*d.jsonl' line 2 is not valid JSON"),
+    Case("cli-train-chat-without-template", "cli", "seqlevel train on 'messages' with a template-less tokenizer",
+         lambda tp: _cli_error(_train_argv(tp, "--dataset", _write(
+             tp, "c.jsonl", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'))),
+         r"has no chat template"),
+    Case("cli-train-hub-dataset-offline", "cli", "seqlevel train --dataset someone/data (offline)",
+         lambda tp: _cli_error(_train_argv(tp, "--dataset", "someone/no-such-data")),
+         r"as a Hub dataset name it needs a connection"),
+    Case("cli-train-hub-model-offline", "cli", "seqlevel train --model someone/model (offline)",
+         lambda tp: _cli_error(_train_argv(tp, "--model", "someone/no-such-model")),
+         r"could not load model 'someone/no-such-model'.*needs a connection"),
+    Case("cli-train-vocab-mismatch", "cli", "seqlevel train --tokenizer with more tokens than the model",
+         lambda tp: (_small_model(tp), _cli_error(_train_argv(tp, "--model", str(tp / "m"), "--tokenizer",
+                                                               str(tp / "bigtok")))),
+         r"has 259 tokens but model '.*m' has only 64 embedding rows"),
+    Case("cli-train-cat-without-attribute", "cli", "seqlevel train --objective cat on text only",
+         lambda tp: _cli_error(_train_argv(tp, "--objective", "cat")),
+         r"no attribute column 'attribute'; add one label per example or pass --attribute-field"),
+    Case("cli-train-cat-text-labels", "cli", "seqlevel train --objective cat with labels 'good'/'bad'",
+         lambda tp: _cli_error(_train_argv(tp, "--objective", "cat", "--dataset",
+                                           _write(tp, "c.csv", "text,attribute\nnice,good\nbad,bad\n"))),
+         r"attribute column 'attribute' of '.*c.csv' holds 'good'; labels must be numbers"),
+    Case("cli-train-sm-never-leaves-warmup", "cli", "seqlevel train --objective sequencematch --max-steps 2",
+         lambda tp: _cli_error(_train_argv(tp, "--objective", "sequencematch", "--max-steps", "2")),
+         r"2 optimizer steps but bc_warmup_steps=100.*never leave the behaviour-cloning warm-up"),
+    Case("cli-train-config-unknown-key", "cli", "seqlevel train --config with a misspelt option",
+         lambda tp: _cli_error(_train_argv(tp, "--config", _write(tp, "r.yaml", "learning_rat: 0.1\n"))),
+         r"--config '.*r.yaml': unknown option 'learning_rat'"),
+    Case("cli-train-config-bad-yaml", "cli", "seqlevel train --config with broken YAML",
+         lambda tp: _cli_error(_train_argv(tp, "--config", _write(tp, "r.yaml", "a: [1, 2\n"))),
+         r"--config '.*r.yaml' is not valid YAML"),
+    Case("cli-train-config-bad-value", "cli", "seqlevel train --config with learning_rate: abc",
+         lambda tp: _cli_error(_train_argv(tp, "--config", _write(tp, "r.yaml", "learning_rate: abc\n"))),
+         r"--config '.*r.yaml': option 'learning_rate' has value 'abc', which is not a valid float"),
+    Case("cli-train-negative-seed", "cli", "seqlevel train --seed=-1",
+         lambda tp: _cli_error(_train_argv(tp, "--seed=-1")), r"seed must be in \[0, 2\*\*32\), got -1"),
+    Case("cli-train-null-text", "cli", "seqlevel train on JSONL whose text is null",
+         lambda tp: _cli_error(_train_argv(tp, "--dataset", _write(tp, "n.jsonl", '{"text": null}\n{"text": "a"}\n'))),
+         r"column 'text' holds a NoneType, not text; pass --dataset-text-field"),
+    Case("cli-generate-bad-device", "cli", "seqlevel generate --device tpu",
+         lambda tp: _cli_error(["generate", "--model", "tiny-gpt2", "--prompts", _write(tp, "p.txt", "a\n"),
+                                "--device", "tpu"]), r"--device 'tpu' is not a torch device"),
+    Case("cli-generate-missing-prompts", "cli", "seqlevel generate --prompts missing.txt",
+         lambda tp: _cli_error(["generate", "--model", "tiny-gpt2", "--prompts", str(tp / "missing.txt")]),
+         r"prompts file '.*missing.txt' not found"),
+    Case("cli-evaluate-prompt-beyond-context", "cli", "seqlevel evaluate --prompt-tokens 300 (context 256)",
+         lambda tp: _cli_error(["evaluate", "--model", "tiny-gpt2", "--data", _write(tp, "d.txt", "x" * 400 + "\n"),
+                                "--no-mauve", "--prompt-tokens", "300", "--output-dir", str(tp / "ev")]),
+         r"--prompt-tokens 300 leaves no room to generate in the model's context of 256 tokens"),
+    Case("cli-generate-empty-model-dir", "cli", "seqlevel generate --model <empty directory>",
+         lambda tp: (tp.joinpath("e").mkdir(), _cli_error(["generate", "--model", str(tp / "e"), "--prompts",
+                                                           _write(tp, "p.txt", "a\n")])),
+         r"has no config.json, so it is not a saved model"),
+    Case("cli-explain-not-a-cat-model", "cli", "seqlevel explain --model <a plain LM directory>",
+         lambda tp: (_small_model(tp), _cli_error(["explain", "--model", str(tp / "m"), "--text", "ab"])),
+         r"holds no attribute head.*seqlevel train --objective cat"),
+    Case("cli-explain-missing-model", "cli", "seqlevel explain --model <missing path>",
+         lambda tp: _cli_error(["explain", "--model", str(tp / "nope"), "--text", "ab"]),
+         r"model path '.*nope' does not exist"),
+    Case("cli-evaluate-non-utf8-data", "cli", "seqlevel evaluate --data latin-1.txt",
+         lambda tp: (tp.joinpath("l1.txt").write_bytes("caf\u00e9\n".encode("latin-1")),
+                     _cli_error(["evaluate", "--model", "tiny-gpt2", "--data", str(tp / "l1.txt"), "--no-mauve",
+                                 "--output-dir", str(tp / "ev")])),
+         r"is not UTF-8 text"),
 ]
+
+
+def _train_argv(tp, *extra):
+    """``seqlevel train`` on a small text file into ``tp/o``, with ``extra`` flags (a later flag wins)."""
+    argv = ["train", "--model", "tiny-gpt2", "--dataset", _write(tp, "d.txt", "hello world\nabc def\n"),
+            "--output-dir", str(tp / "o"), "--max-steps", "1"]
+    return argv + [x for x in extra if x is not None]
+
+
+def _mixce(tp, model, tok, columns, **cfg):
+    from seqlevel.trainers import MixCEConfig, MixCETrainer
+
+    args = MixCEConfig(output_dir=str(tp / "o"), max_steps=1, report_to="none", save_strategy="no", **cfg)
+    return MixCETrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict(columns),
+                        processing_class=tok)
+
+
+def _small_model(tp):
+    """A saved 64-token model with the byte tokenizer (259 tokens) saved apart in ``tp/bigtok``."""
+    tiny_model("tiny-gpt2", vocab_size=64).save_pretrained(tp / "m")
+    byte_tokenizer().save_pretrained(tp / "bigtok")
+    byte_tokenizer().save_pretrained(tp / "m")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -96,3 +96,19 @@ def test_dataset_without_usable_column(tmp_path, byte_tok, make_model):
     with pytest.raises(ValueError, match="needs 'text'.*or 'input_ids'"):
         MixCETrainer(model=make_model(tokenizer=byte_tok), args=_cfg(tmp_path),
                      train_dataset=datasets.Dataset.from_dict({"body": ["a"]}), processing_class=byte_tok)
+
+
+def test_examples_longer_than_the_context_are_truncated_not_crashed(tmp_path):
+    """Python API: max_length (512) beyond a 256-position model is cut to the context at data preparation."""
+    import datasets
+
+    from seqlevel.presets import byte_tokenizer, tiny_model
+    from seqlevel.trainers import MixCEConfig, MixCETrainer
+
+    tok = byte_tokenizer()
+    ds = datasets.Dataset.from_dict({"text": ["x" * 600, "short"]})
+    args = MixCEConfig(output_dir=str(tmp_path / "o"), max_steps=1, report_to="none", save_strategy="no")
+    tr = MixCETrainer(model=tiny_model("tiny-gpt2", tokenizer=tok), args=args, train_dataset=ds,
+                      processing_class=tok)
+    assert max(len(x) for x in tr.train_dataset["input_ids"]) == 256
+    tr.train()

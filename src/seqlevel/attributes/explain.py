@@ -120,21 +120,3 @@ def _plot(ex: Explanation, path: str, kind: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def cli_explain(args) -> int:
-    """``seqlevel explain``: load a saved AttributeModel + tokenizer, print the table, write the PNG."""
-    import os
-
-    from transformers import AutoTokenizer
-
-    if not os.path.isdir(args.model):
-        raise FileNotFoundError(f"model directory {args.model!r} not found; pass a directory written by "
-                                "AttributeModel.save_pretrained (e.g. --model-dir of 'seqlevel bench steering')")
-    model = AttributeModel.from_pretrained(args.model).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-    ex = explain(model, tokenizer, args.text, target=args.target, positions=args.positions, top=args.top,
-                 output_png=args.output)
-    print(ex.table())
-    print(f"figure written to {args.output}")
-    return 0

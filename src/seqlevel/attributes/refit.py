@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
+from seqlevel.data import CausalLMCollator
 from seqlevel.losses.attribute import attribute_loss, check_attribute_labels
-from seqlevel.trainers.data import CausalLMCollator
 
 
 @torch.no_grad()

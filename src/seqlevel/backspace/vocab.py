@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 INIT_CHOICES = ("mean", "normal")
+BACKSPACE_TOKEN = "<bksp>"  # the action's token text: defined here once, read by training, decoding and the CLI
 
 
 def _init_row(weight: torch.Tensor, row: int, n_old: int, init: str, std: float) -> None:
@@ -21,7 +22,7 @@ def _init_row(weight: torch.Tensor, row: int, n_old: int, init: str, std: float)
             weight[row] = torch.randn_like(weight[row]) * std
 
 
-def add_backspace_token(model, tokenizer, token: str = "<bksp>", init: str = "mean") -> int:
+def add_backspace_token(model, tokenizer, token: str = BACKSPACE_TOKEN, init: str = "mean") -> int:
     """Add ``token`` as a special token, resize the model's embeddings and initialise the new rows.
 
     Works for tied (GPT-2) and untied (Llama) embeddings: the input row is initialised, and the output row too

@@ -1,10 +1,9 @@
-"""Decoding: one generation loop with ``<bksp>`` and a steer hook, sampling rules, and the CLI entry point.
+"""Decoding: one generation loop with ``<bksp>`` and a steer hook, and sampling rules.
 
 * :func:`generate` (``decoder.py``): batched, exact backtracking decoder on the KV cache.
 * ``steer.py``: the hook protocol (:class:`StepContext`, :class:`Steer`) and every steer rule (:func:`force_action`,
   :class:`BiasAction`, :class:`BanTokens`, :class:`ForceFirst`, :class:`ForcedBackspaces`).
 * ``sampling.py``: temperature, top-k, top-p and the draw.
-* ``cli.py``: ``seqlevel generate``.
 
 Names are imported lazily so that building the ``seqlevel`` parser does not import torch.
 """
@@ -27,7 +26,7 @@ _EXPORTS = {
     "Steer": "steer",
     "StepContext": "steer",
     "force_action": "steer",
-    "cli_generate": "cli",
+    "context_length": "decoder",
 }
 
 

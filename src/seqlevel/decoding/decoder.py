@@ -65,7 +65,8 @@ _EOS, _MAX_ACTIONS, _MAX_NEW_TOKENS, _CONTEXT = 1, 2, 3, 4
 _REASONS = {_EOS: "eos", _MAX_ACTIONS: "max_new_actions", _MAX_NEW_TOKENS: "max_new_tokens", _CONTEXT: "context"}
 
 
-def _context_length(model: PreTrainedModel) -> int | None:
+def context_length(model: PreTrainedModel) -> int | None:
+    """The model's number of positions (``max_position_embeddings`` / ``n_positions``), ``None`` if unbounded."""
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
@@ -97,7 +98,7 @@ def _check_inputs(model, input_ids, attention_mask, max_new_actions, max_new_tok
     prompt_lengths = attention_mask.sum(dim=1)
     if bool((prompt_lengths == 0).any()):
         raise ValueError("a prompt is empty (all padding); every row needs at least one token, e.g. <bos>")
-    ctx = _context_length(model)
+    ctx = context_length(model)
     if ctx is not None and int(prompt_lengths.max()) > ctx:
         raise ValueError(f"a prompt has {int(prompt_lengths.max())} tokens but the model's context is {ctx}; "
                          "truncate the prompt (keep its last tokens)")
@@ -201,7 +202,7 @@ def generate(
     last_col = live_slot[rows, L - 1]  # (B,)
     keep = 1 if bool((last_col == W - 1).all()) else last_col[:, None]
     out = model(input_ids=input_ids, attention_mask=mask[:, :W], position_ids=prompt_pos.clamp(min=0),
-                past_key_values=cache, use_cache=True, output_hidden_states=need_hidden, logits_to_keep=keep)
+                cache=cache, use_cache=True, output_hidden_states=need_hidden, logits_to_keep=keep)
     logits = out.logits[:, -1].float()  # (B, V)
     hidden = None
     if need_hidden:
@@ -244,8 +245,7 @@ def generate(
         if step == N - 1 or bool(done.all()):
             break
         out = model(input_ids=feed[:, None], attention_mask=_additive_mask(mask[:, : slot + 1], mask_dtype),
-                    position_ids=write_at[:, None], past_key_values=cache, use_cache=True,
-                    output_hidden_states=need_hidden)
+                    position_ids=write_at[:, None], cache=cache, use_cache=True, output_hidden_states=need_hidden)
         logits = out.logits[:, -1].float()  # (B, V)
         if need_hidden:
             hidden = tuple(h[:, -1] for h in out.hidden_states)

@@ -9,17 +9,15 @@ and MAUVE (features from ``featurizer``, default the evaluated model itself).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from seqlevel.backspace.vocab import BACKSPACE_TOKEN
 from seqlevel.io import atomic_write_json, atomic_write_text
 from seqlevel.metrics.mauve import mauve_with_error_bars, report_line
-
-BACKSPACE_TOKEN = "<bksp>"
 
 
 @dataclass
@@ -42,7 +40,7 @@ class EvalConfig:
 
 
 def _texts(data: str) -> list[str]:
-    from seqlevel.trainers.data import load_text_dataset
+    from seqlevel.data import load_text_dataset
 
     ds = load_text_dataset(data)
     if "text" not in ds.column_names:
@@ -57,6 +55,7 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         ValueError: a model that does not exist, ``prompt_tokens`` longer than every data example, bad counts.
         ImportError: MAUVE asked for but ``mauve-text`` missing (names the extra to install).
     """
+    from seqlevel.data import context_length, load_model_and_tokenizer
     from seqlevel.decoding import generate
     from seqlevel.metrics import (
         backspace_usage,
@@ -67,7 +66,6 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         rep_n,
         simctg_diversity,
     )
-    from seqlevel.trainers.recipes import load_model_and_tokenizer
 
     if cfg.prompt_tokens < 1:
         raise ValueError(f"--prompt-tokens must be >= 1, got {cfg.prompt_tokens}")
@@ -94,6 +92,10 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         longest = max((len(x) for x in ids), default=0)
         raise ValueError(f"--prompt-tokens {cfg.prompt_tokens} is longer than the data: the longest example has "
                          f"{longest} tokens; use a smaller --prompt-tokens")
+    ctx = context_length(model)
+    if ctx is not None and cfg.prompt_tokens >= ctx:
+        raise ValueError(f"--prompt-tokens {cfg.prompt_tokens} leaves no room to generate in the model's context of "
+                         f"{ctx} tokens; use --prompt-tokens {ctx - 1} or less")
     usable = usable[: cfg.num_samples]
     if len(usable) < 2:
         raise ValueError(f"only {len(usable)} example(s) are longer than --prompt-tokens {cfg.prompt_tokens}; "
@@ -122,11 +124,12 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
     bar.close()
 
     gen_tokens = [tok(t, add_special_tokens=False)["input_ids"] for t in model_texts]
-    ppl = perplexity(model, [x + ([tok.eos_token_id] if tok.eos_token_id is not None else []) for _, x in usable],
-                     pad_id=tok.pad_token_id or 0)
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    keep = ctx - len(eos) if ctx is not None else None  # perplexity over what fits in the model's context
+    ppl = perplexity(model, [x[:keep] + eos for _, x in usable], pad_id=tok.pad_token_id or 0)
     metrics = {
         "model": cfg.model, "data": cfg.data, "num_samples": len(usable), "prompt_tokens": cfg.prompt_tokens,
-        "perplexity": ppl["perplexity"], "nll": ppl["nll"],
+        "perplexity": ppl["perplexity"], "nll": ppl["nll"], "perplexity_unit": "per token",
         "diversity_mixce": distinct_ngram_diversity(gen_tokens),
         "diversity_simctg": simctg_diversity(gen_tokens),
         "rep_2": rep_n(gen_tokens, 2), "rep_3": rep_n(gen_tokens, 3), "rep_4": rep_n(gen_tokens, 4),
@@ -154,7 +157,7 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
 
 
 def _report(m: dict, human: list[str], model: list[str]) -> str:
-    rows = [("perplexity (data)", f"{m['perplexity']:.3f}"), ("diversity (MixCE distinct-1..4)",
+    rows = [("perplexity (data, per token of this tokenizer)", f"{m['perplexity']:.3f}"), ("diversity (MixCE distinct-1..4)",
             f"{m['diversity_mixce']:.3f}"), ("diversity (SimCTG ∏(1−rep-n))", f"{m['diversity_simctg']:.3f}"),
             ("rep-2 / rep-3 / rep-4", f"{m['rep_2']:.3f} / {m['rep_3']:.3f} / {m['rep_4']:.3f}"),
             ("unigram entropy (nats)", f"{m['unigram_entropy']:.3f}"),
@@ -169,18 +172,3 @@ def _report(m: dict, human: list[str], model: list[str]) -> str:
     for h, g in zip(human, model):
         lines += [f"- human: {h[:200]!r}", f"  model: {g[:200]!r}"]
     return "\n".join(lines) + "\n"
-
-
-def cli_evaluate(args) -> int:
-    """Entry point of ``seqlevel evaluate`` (the CLI only parses)."""
-    cfg = EvalConfig(model=args.model, data=args.data, prompt_tokens=args.prompt_tokens, num_samples=args.num_samples,
-                     max_new_actions=args.max_new_actions, backspace=args.backspace, featurizer=args.featurizer,
-                     mauve=not args.no_mauve, seed=args.seed, output_dir=args.output_dir,
-                     mauve_seeds=getattr(args, "mauve_seeds", 5), mauve_max_tokens=getattr(args, "mauve_max_tokens", None))
-    metrics = evaluate_model(cfg)
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(_report(metrics, [], []))
-        print(f"wrote {os.path.join(cfg.output_dir, 'metrics.json')} and report.md")
-    return 0

@@ -1,8 +1,8 @@
 """Thin Config + Trainer pairs over ``transformers.Trainer`` (one file per method)."""
 
+from seqlevel.data import CausalLMCollator, tokenize_dataset
 from seqlevel.trainers.attribute import AttributeConfig, AttributeTrainer
 from seqlevel.trainers.callbacks import CreditMapCallback, RolloutTableCallback
-from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
 from seqlevel.trainers.mixce import MixCEConfig, MixCETrainer
 from seqlevel.trainers.replay import ReplayBuffer, Rollout
 from seqlevel.trainers.sequencematch import SequenceMatchConfig, SequenceMatchTrainer

@@ -29,11 +29,11 @@ from transformers import Trainer, TrainingArguments
 from seqlevel.attributes.estimate import expected_attribute
 from seqlevel.attributes.head import KINDS
 from seqlevel.attributes.model import HEAD_WEIGHTS, AttributeModel
+from seqlevel.data import CausalLMCollator, tokenize_dataset
 from seqlevel.losses.attribute import attribute_loss, check_attribute_labels, consistency_loss
 from seqlevel.losses.token_weighted import mle_loss
 from seqlevel.trainers.callbacks import attach, credit_example
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
-from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
 from seqlevel.trainers.distributed import check_distributed_setup
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
 
@@ -116,7 +116,8 @@ class AttributeCollator:
     num_classes: int = 2
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = CausalLMCollator(self.pad_token_id)([{"input_ids": f["input_ids"]} for f in features])
+        batch = CausalLMCollator(self.pad_token_id)(  # completion_mask: prompt/completion data, loss on the completion
+            [{k: f[k] for k in ("input_ids", "completion_mask") if k in f} for f in features])
         vals = [f["attribute"] for f in features]
         if self.kind == "numeric":
             y = torch.tensor(vals, dtype=torch.float32)

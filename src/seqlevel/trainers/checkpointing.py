@@ -30,7 +30,7 @@ import re
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from seqlevel.io import atomic_write_json
+from seqlevel.io import atomic_write_json, make_readable
 
 MANIFEST = "seqlevel_checkpoint.json"
 # Arguments that fix which batches each optimizer step sees and which random numbers it draws.
@@ -176,6 +176,7 @@ class SafeCheckpointMixin:
         ckpt = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         self.accelerator.wait_for_everyone()  # every rank's RNG file is on disk before the manifest lists them
         if args.should_save:
+            make_readable(ckpt)  # 0644 like every other output (some writers create 0600 files)
             write_manifest(ckpt, checksums=bool(getattr(args, "checkpoint_checksums", False)),
                            resume_contract={k: getattr(args, k, None) for k in RESUME_CONTRACT})
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
@@ -187,6 +188,20 @@ class SafeCheckpointMixin:
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         with _naming(resume_from_checkpoint, "the model weights (model.safetensors, or the adapter / head files)"):
             return super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """Drop tied weights (GPT-2's ``lm_head.weight`` = the input embedding, saved once under the other name)
+        from the missing keys before the Trainer warns about them: on resume they are present, through the tie."""
+        model = self.accelerator.unwrap_model(self.model)
+        by_storage: dict[int, list[str]] = {}
+        for k, v in model.state_dict().items():
+            by_storage.setdefault(v.data_ptr(), []).append(k)
+        missing = set(load_result.missing_keys)
+        tied = {k for ks in by_storage.values() if len(ks) > 1 and not set(ks) <= missing for k in ks}
+        kept = [k for k in load_result.missing_keys if k not in tied]
+        if len(kept) != len(load_result.missing_keys) and hasattr(model, "tie_weights"):
+            model.tie_weights()
+        return super()._issue_warnings_after_load(load_result._replace(missing_keys=kept))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         with _naming(checkpoint, "optimizer.pt / scheduler.pt"):

@@ -33,6 +33,10 @@ import torch
 from transformers import TrainerCallback
 
 POLICIES = ("stop", "skip")
+# The term whose running mean is logged as 'nll' (TensorBoard: train/nll): the plain per-token NLL, comparable
+# across objectives. MixCE family: the ``nll`` argument of check_finite (the objective itself for mle); CAT: its LM term; SequenceMatch: the
+# behaviour-cloning NLL of the (noise-augmented) data actions.
+NLL_TERMS = ("mle", "lm", "bc")
 logger = logging.getLogger(__name__)
 
 
@@ -64,7 +68,40 @@ class ReliabilityArgs:
         if self.magnitude_limit is not None and not self.magnitude_limit > 0:
             raise ValueError(f"magnitude_limit must be > 0 (or None for the dtype's default), "
                              f"got {self.magnitude_limit}")
+        _check_trainer_numbers(self)
+        if self.dataloader_pin_memory and not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU torch warns and ignores it
         super().__post_init__()
+
+
+def _check_trainer_numbers(a) -> None:
+    """Zero or nonsense ``TrainingArguments`` numbers that the Trainer would accept and then misuse (an untrained
+    model saved for ``num_train_epochs=0``, a division by zero for ``gradient_accumulation_steps=0``, one step for
+    ``max_steps=0``)."""
+    checks = [
+        (a.per_device_train_batch_size >= 1, "per_device_train_batch_size (--batch-size)",
+         a.per_device_train_batch_size, "must be >= 1"),
+        (a.per_device_eval_batch_size >= 1, "per_device_eval_batch_size", a.per_device_eval_batch_size, "must be >= 1"),
+        (a.gradient_accumulation_steps >= 1, "gradient_accumulation_steps (--grad-accum)",
+         a.gradient_accumulation_steps, "must be >= 1; 1 means no accumulation"),
+        (a.max_steps == -1 or a.max_steps >= 1, "max_steps (--max-steps)", a.max_steps,
+         "must be >= 1, or -1 to train for num_train_epochs"),
+        (a.max_steps >= 1 or (a.num_train_epochs == a.num_train_epochs and a.num_train_epochs > 0),
+         "num_train_epochs (--epochs)", a.num_train_epochs, "must be > 0 (or set max_steps >= 1)"),
+        (a.learning_rate == a.learning_rate and 0 <= a.learning_rate < float("inf"), "learning_rate (--lr)",
+         a.learning_rate, "must be a finite number >= 0"),
+        (a.save_strategy != "steps" or a.save_steps > 0, "save_steps (--save-steps)", a.save_steps,
+         "must be > 0 with save_strategy='steps' (use save_strategy='no' to never save)"),
+        (a.logging_steps > 0, "logging_steps", a.logging_steps, "must be > 0"),
+        (a.eval_strategy != "steps" or a.eval_steps is None or a.eval_steps > 0, "eval_steps", a.eval_steps,
+         "must be > 0 with eval_strategy='steps'"),
+        (a.save_total_limit is None or a.save_total_limit >= 1, "save_total_limit", a.save_total_limit,
+         "must be >= 1 (or unset to keep every checkpoint)"),
+        (0 <= a.seed < 2**32, "seed", a.seed, "must be in [0, 2**32)"),
+    ]
+    for ok, name, value, rule in checks:
+        if not ok:
+            raise ValueError(f"{name} {rule}, got {value}")
 
 
 class _GuardCallback(TrainerCallback):
@@ -89,6 +126,7 @@ class NumericalGuardMixin:
         self._guard_drop_step = False
         self._guard_restored = False
         self._guard_capture = None  # set while diagnosing: terms are captured, nothing is acted on
+        self._nll_sum, self._nll_since = 0.0, 0  # the plain NLL of the steps since the last log (see log())
         self.add_callback(_GuardCallback(self))
 
     # ----- configuration ------------------------------------------------------------------------------------
@@ -114,9 +152,11 @@ class NumericalGuardMixin:
                 f"epoch {self.state.epoch or 0.0:.3f}")
 
     # ----- the check every compute_loss ends with -----------------------------------------------------------
-    def check_finite(self, loss: torch.Tensor, terms: dict | None = None, magnitudes: dict | None = None):
+    def check_finite(self, loss: torch.Tensor, terms: dict | None = None, magnitudes: dict | None = None,
+                     nll: torch.Tensor | None = None):
         """Check ``loss``, each of ``terms`` (name → scalar tensor) and ``max |x|`` of each of ``magnitudes``
-        (name → tensor); returns ``loss`` or, under ``"skip"``, a zero stand-in. Outside a training step (by-hand
+        (name → tensor); returns ``loss`` or, under ``"skip"``, a zero stand-in. ``nll``: the plain NLL of the
+        micro-batch when no term is it (MixCE family), only logged. Outside a training step (by-hand
         calls, evaluation) it returns ``loss`` unchanged."""
         terms = {k: v for k, v in (terms or {}).items() if torch.is_tensor(v)}
         if self._guard_capture is not None:
@@ -129,8 +169,13 @@ class NumericalGuardMixin:
         vals = [loss.detach().float().reshape(())] + [t.detach().float().reshape(()) for t in terms.values()]
         mags = {k: v for k, v in (magnitudes or {}).items() if torch.is_tensor(v) and v.numel()}
         vals += [v.detach().abs().amax().float() for v in mags.values()]
+        if nll is not None:
+            vals.append(nll.detach().float().reshape(()))
         host = torch.stack(vals).tolist()  # one device sync for every check
         n = len(names)
+        at = len(host) - 1 if nll is not None else next((names.index(k) for k in NLL_TERMS if k in names), None)
+        if at is not None:
+            self._nll_sum += host[at]
         bad_terms = [f"{k} = {v}" for k, v in zip(names[1:], host[1:n]) if not _finite(v)]
         problem = None
         if not _finite(host[0]) or bad_terms:
@@ -166,6 +211,7 @@ class NumericalGuardMixin:
             self._guard_restored = True
             past = [h["nonfinite_skipped"] for h in self.state.log_history if "nonfinite_skipped" in h]
             self.nonfinite_skipped = int(past[-1]) if past else 0
+            self._nll_since = self.state.global_step  # a resumed run logs the NLL of its own steps
         step = self.state.global_step
         if self._guard_pos[0] != step:
             self._guard_pos, self._guard_good, self._guard_drop_step = (step, 0), 0, False
@@ -226,6 +272,10 @@ class NumericalGuardMixin:
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self._policy == "skip":
             logs["nonfinite_skipped"] = self.nonfinite_skipped
+        steps = self.state.global_step - self._nll_since
+        if "loss" in logs and steps > 0 and self._nll_sum:
+            logs["nll"] = round(self._nll_sum / steps, 4)  # per optimizer step, like the Trainer's 'loss'
+            self._nll_sum, self._nll_since = 0.0, self.state.global_step
         super().log(logs, *args, **kwargs)
 
 

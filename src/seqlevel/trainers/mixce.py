@@ -8,18 +8,38 @@ through ``accelerate launch``) is the Trainer's own.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+import torch
+from transformers import Trainer, TrainingArguments
 
+from seqlevel.backspace.vocab import BACKSPACE_TOKEN
+from seqlevel.data import CausalLMCollator, context_length, load_model_and_tokenizer, tokenize_dataset
 from seqlevel.losses import dft_loss, mixce_loss, mle_loss, tailr_loss
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
-from seqlevel.trainers.data import CausalLMCollator, tokenize_dataset
 from seqlevel.trainers.distributed import check_distributed_setup
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
 
 OBJECTIVES = ("mle", "mixce", "tailr", "dft")
+logger = logging.getLogger(__name__)
+
+
+def _embedding_rows(model) -> int | None:
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return int(emb.weight.shape[0]) if emb is not None and hasattr(emb, "weight") else None
+
+
+def _check_ids(dataset, rows: int | None):
+    """Refuse token ids outside the embedding (an ``input_ids`` dataset made with another tokenizer)."""
+    if rows is not None:
+        top = max((max(ids) for ids in dataset["input_ids"] if ids), default=-1)
+        low = min((min(ids) for ids in dataset["input_ids"] if ids), default=0)
+        if top >= rows or low < 0:
+            raise ValueError(f"the dataset holds token id {top if top >= rows else low}, outside the model's "
+                             f"vocabulary [0, {rows}); tokenize with the model's own tokenizer")
+    return dataset
 
 
 @dataclass
@@ -93,25 +113,34 @@ class MixCETrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         if not isinstance(args, MixCEConfig):
             raise ValueError(f"args must be a MixCEConfig, got {type(args).__name__}; "
                              "build it with MixCEConfig(output_dir=..., objective=..., mixce_eta=...)")
-        if isinstance(model, str):
-            if processing_class is None:
-                processing_class = AutoTokenizer.from_pretrained(model)
-            model = AutoModelForCausalLM.from_pretrained(model, **(args.model_init_kwargs or {}))
+        if isinstance(model, str):  # the one loader: names the path, says when a Hub name needs a connection
+            model, tok = load_model_and_tokenizer(model, model_kwargs=args.model_init_kwargs)
+            processing_class = processing_class if processing_class is not None else tok
         if peft_config is not None:
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
             vocab = processing_class.get_vocab() if processing_class is not None else {}
-            if "<bksp>" in vocab:  # a new action must keep trainable rows under an adapter
+            if BACKSPACE_TOKEN in vocab:  # a new action must keep trainable rows under an adapter
                 from seqlevel.trainers.peft import check_rows_trainable
 
-                check_rows_trainable(model, vocab["<bksp>"])
+                check_rows_trainable(model, vocab[BACKSPACE_TOKEN])
         check_distributed_setup(args, model)  # FSDP that wraps nothing, batches that do not split: fail here
-        prep = dict(text_field=args.dataset_text_field, max_length=args.max_length, append_eos=args.append_eos)
+        rows = _embedding_rows(model)
+        if processing_class is not None and rows is not None and len(processing_class) > rows:
+            raise ValueError(f"the tokenizer has {len(processing_class)} tokens but the model has only {rows} "
+                             "embedding rows, so ids >= {rows} would crash; pass the model's own tokenizer or call "
+                             "model.resize_token_embeddings(len(tokenizer))".replace("{rows}", str(rows)))
+        max_length, ctx = args.max_length, context_length(model)
+        if ctx is not None and max_length > ctx:  # longer examples would index past the position embeddings
+            logger.warning("note: max_length=%d is longer than the model's context of %d positions; examples are "
+                           "truncated to %d tokens", max_length, ctx, ctx)
+            max_length = ctx
+        prep = dict(text_field=args.dataset_text_field, max_length=max_length, append_eos=args.append_eos)
         if train_dataset is not None:  # Trainer.train() itself refuses a missing train_dataset
-            train_dataset = tokenize_dataset(train_dataset, processing_class, **prep)
+            train_dataset = _check_ids(tokenize_dataset(train_dataset, processing_class, **prep), rows)
         if eval_dataset is not None:
-            eval_dataset = tokenize_dataset(eval_dataset, processing_class, **prep)
+            eval_dataset = _check_ids(tokenize_dataset(eval_dataset, processing_class, **prep), rows)
         if data_collator is None:
             pad = getattr(processing_class, "pad_token_id", None)
             if pad is None:
@@ -142,5 +171,9 @@ class MixCETrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         loss = self.objective_loss(logits, labels[:, 1:], num_items_in_batch=num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # num_items_in_batch was summed over ranks
-        loss = self.check_finite(loss, {self.args.objective: loss})  # see trainers/guards.py
+        nll = None
+        if self.args.objective != "mle":  # the plain NLL, logged as 'nll' so runs compare across objectives
+            with torch.no_grad():
+                nll = mle_loss(logits.detach(), labels[:, 1:], num_items_in_batch=num_items_in_batch)
+        loss = self.check_finite(loss, {self.args.objective: loss}, nll=nll)  # see trainers/guards.py
         return (loss, outputs) if return_outputs else loss

@@ -24,7 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from seqlevel.backspace import add_backspace_token, augment_with_noise, collate, encode, model_inputs
-from seqlevel.decoding import BanTokens, generate
+from seqlevel.decoding import BanTokens, context_length, generate
 from seqlevel.losses import bc_loss, sequencematch_loss
 from seqlevel.losses.sequencematch import DIVERGENCES, EOS_MODES
 from seqlevel.trainers.callbacks import RolloutTableCallback, attach, notify_rollouts
@@ -261,11 +261,6 @@ def _apply_peft(model, peft_config, backspace_id: int | None):
     return model
 
 
-def _context_length(model) -> int | None:
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-
-
 class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
     """``transformers.Trainer`` running SequenceMatch's Algorithm 1 (see the module docstring).
 
@@ -316,7 +311,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
         self.pad_id = int(pad if pad is not None else 0)
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
-        self.context_length = _context_length(model)
+        self.context_length = context_length(model)
         self._check_vocab = self.vocab_size if args.use_backspace else None  # id -1 never occurs without <bksp>
         self.ban = BanTokens([tok.pad_token_id, tok.bos_token_id, tok.unk_token_id])
 

@@ -1,9 +1,4 @@
-"""``seqlevel generate``: decode prompts with :func:`seqlevel.decoding.generate`, from a file or stdin.
-
-The options are defined here, beside the code that uses them (``add_arguments``), and ``seqlevel.cli`` only adds
-them and calls :func:`cli_generate`. This module imports torch and transformers lazily, so building the parser
-stays fast.
-"""
+"""``seqlevel generate``: decode prompts with :func:`seqlevel.decoding.generate`, from a file or stdin."""
 
 from __future__ import annotations
 
@@ -11,7 +6,7 @@ import argparse
 import json
 import sys
 
-BACKSPACE_TOKEN = "<bksp>"  # the name seqlevel.backspace.add_backspace_token gives the action
+from seqlevel.backspace.vocab import BACKSPACE_TOKEN
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer name/path; defaults to the model's, or a byte-level tokenizer for presets")
     p.add_argument("--prompts", default="-",
-                   help="file with one prompt per line, or '-' for stdin (default); an empty line is a <bos> prompt")
+                   help="a .txt file with one prompt per line, or '-' for stdin (default; an empty line is a <bos> "
+                        "prompt); or a .jsonl/.json/.csv/.parquet file, save_to_disk directory or Hub dataset read "
+                        "like `seqlevel train --dataset` (its 'prompt' column, else --prompt-field)")
+    p.add_argument("--prompt-field", default="text", help="column of a dataset file holding the prompts (default text)")
     p.add_argument("--max-new-actions", type=int, default=128,
                    help="cap on actions per prompt: tokens, <eos> and <bksp> all count (default 128)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap on the generated length after backspaces")
@@ -40,28 +38,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt (JSONL)")
 
 
-def _load(model: str, tokenizer: str | None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _read_prompts(source: str, field: str) -> list[str]:
+    if source == "-" or source.endswith(".txt"):
+        if source == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            import os
 
-    from seqlevel.presets import MODEL_PRESETS, byte_tokenizer, tiny_model
+            from seqlevel.data import _read_utf8  # names the file on bad bytes
 
-    if model in MODEL_PRESETS:
-        tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else byte_tokenizer(
-            extra_special_tokens=[BACKSPACE_TOKEN])
-        return tiny_model(model, tokenizer=tok), tok
-    tok = AutoTokenizer.from_pretrained(tokenizer or model)
-    return AutoModelForCausalLM.from_pretrained(model), tok
+            if not os.path.isfile(source):
+                raise FileNotFoundError(f"prompts file {source!r} not found; give a file with one prompt per line, "
+                                        "or '-' for stdin")
+            lines = _read_utf8(source).splitlines()
+        if not lines:
+            raise ValueError(f"no prompts in {'stdin' if source == '-' else source}; give one prompt per line")
+        return lines
+    from seqlevel.data import load_text_dataset
 
-
-def _read_prompts(source: str) -> list[str]:
-    if source == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        with open(source, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    if not lines:
-        raise ValueError(f"no prompts in {'stdin' if source == '-' else source}; give one prompt per line")
-    return lines
+    ds = load_text_dataset(source, field)
+    col = "prompt" if "prompt" in ds.column_names else field
+    if col not in ds.column_names:
+        raise ValueError(f"prompts {source!r} have columns {ds.column_names} but no 'prompt' or {field!r} column; "
+                         "pass --prompt-field COLUMN")
+    return [str(x) for x in ds[col]]
 
 
 def _backspace_id(tok, args) -> int | None:
@@ -76,7 +76,7 @@ def _backspace_id(tok, args) -> int | None:
     return int(bid)
 
 
-def _encode(tok, prompts: list[str]):
+def _encode(tok, prompts: list[str], ctx: int | None):
     import torch
 
     rows = []
@@ -89,41 +89,49 @@ def _encode(tok, prompts: list[str]):
             ids = [tok.bos_token_id]
         rows.append(ids)
     W = max(len(r) for r in rows)
+    if ctx is not None and W >= ctx:
+        raise ValueError(f"the longest prompt has {W} tokens but the model's context is {ctx} tokens, leaving no "
+                         "room to generate; shorten the prompts")
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     ids = torch.tensor([[pad] * (W - len(r)) + r for r in rows])  # left-padded (either side works)
     mask = torch.tensor([[0] * (W - len(r)) + [1] * len(r) for r in rows])
     return ids, mask
 
 
-def cli_generate(args: argparse.Namespace) -> int:
-    """Run ``seqlevel generate``: load, decode in batches, print texts (or JSONL)."""
+def run(args: argparse.Namespace) -> int:
+    """Load, decode in batches, print texts (or JSONL)."""
     import torch
 
+    from seqlevel.data import context_length, load_model_and_tokenizer
     from seqlevel.decoding.decoder import generate
     from seqlevel.decoding.sampling import check_sampling_options
 
     check_sampling_options(not args.greedy, args.temperature, args.top_k, args.top_p)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {args.device!r} is not a torch device ({e}); use cpu or cuda") from e
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device} asked for, but CUDA is not available; use --device cpu")
-    prompts = _read_prompts(args.prompts)
-    model, tok = _load(args.model, args.tokenizer)
+    prompts = _read_prompts(args.prompts, args.prompt_field)
+    model, tok = load_model_and_tokenizer(args.model, args.tokenizer, preset_backspace=True)
     model = model.to(args.device).eval()
     bksp = _backspace_id(tok, args)
     eos = tok.eos_token_id if tok.eos_token_id is not None else model.config.eos_token_id
+    ctx = context_length(model)
     for start in range(0, len(prompts), args.batch_size):
         batch = prompts[start: start + args.batch_size]
-        ids, mask = _encode(tok, batch)
-        out = generate(model, ids, mask, max_new_actions=args.max_new_actions, max_new_tokens=args.max_new_tokens,
-                       eos_token_id=eos, backspace_id=bksp, do_sample=not args.greedy, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p,
+        ids, mask = _encode(tok, batch, ctx)
+        out = generate(model, ids.to(args.device), mask.to(args.device), max_new_actions=args.max_new_actions,
+                       max_new_tokens=args.max_new_tokens, eos_token_id=eos, backspace_id=bksp,
+                       do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                        seed=None if args.seed is None else args.seed + start)
         for i, text in enumerate(batch):
-            completion = tok.decode(out.sequences[i], skip_special_tokens=True)
             record = {
                 "prompt": text,
-                "completion": completion,
+                "completion": tok.decode(out.sequences[i], skip_special_tokens=True),
                 "text": tok.decode(out.prompts[i] + out.sequences[i], skip_special_tokens=True),
                 "actions": out.actions[i],
                 "action_tokens": tok.convert_ids_to_tokens(out.actions[i]),

@@ -1,0 +1,19 @@
+"""``seqlevel demo``: the project's main job (each method on a task with known answers), as one report."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="the small configuration the tests run (< 2 min)")
+    p.add_argument("--output-dir", default="runs/demo", help="where the report and pictures go")
+    p.add_argument("--sections", default="markov,sequencematch,arithmetic,cat",
+                   help="comma list of sections to run (default all: markov,sequencematch,arithmetic,cat)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from seqlevel.demo import run_demo
+
+    return run_demo(quick=args.quick, output_dir=args.output_dir,
+                    sections=tuple(x for x in args.sections.split(",") if x))
