@@ -13,17 +13,19 @@ def test_demo_quick_all_sections(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--output-dir", str(out)]) == 0
     names = set(os.listdir(out))
-    assert {"report.md", "metrics.json", "markov_eta_sweep.png", "cat_credit.png"} <= names
+    assert {"report.md", "metrics.json", "markov_eta_sweep.png", "sequencematch_markov.png", "cat_credit.png"} <= names
     assert not [n for n in names if ".tmp" in n]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"markov", "arithmetic", "cat"}
+    assert set(metrics) == {"markov", "sequencematch", "arithmetic", "cat"}
+    assert {s["method"] for s in metrics["sequencematch"]["summary"]} == {"mle", "bc", "bc_continued",
+                                                                          "sequencematch", "tv"}
     assert {r["method"] for r in metrics["arithmetic"]["results"]} == {"mle", "bc", "sequencematch"}
     assert metrics["arithmetic"]["examples"] and "⌫" in "".join(e["actions"] for e in metrics["arithmetic"]["examples"]) \
         or all(not e["repaired"] for e in metrics["arithmetic"]["examples"])
     assert set(metrics["cat"]["key_to_door"]["win_rate"]) == {"cat", "bc", "pct_bc", "random"}
     assert metrics["cat"]["estimation"]["speedup"] > 1
     report = (out / "report.md").read_text()
-    for heading in ["Markov oracle", "SequenceMatch on noisy arithmetic", "Conditional Attribute Transformers",
+    for heading in ["Markov oracle", "backspace against compounding error", "SequenceMatch on noisy arithmetic", "Conditional Attribute Transformers",
                     "## Summary"]:
         assert heading in report
     printed = capsys.readouterr().out

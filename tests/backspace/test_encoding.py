@@ -192,3 +192,38 @@ def test_half_precision_model_takes_a_mask_of_its_dtype(make_model, attn):
         ref = make_model("tiny-llama", vocab_size=V, attn=attn)(**model_inputs(collate(encs, PAD))).logits
     assert torch.isfinite(logits).all()
     assert (logits.float() - ref).abs().max().item() < 0.1  # bf16 rounding only
+
+
+def _naive_collate(encs, pad_id, T):
+    """The per-row loop collate replaced (issue 16): each field copied row by row into right-padded tensors."""
+    B = len(encs)
+    out = {"input_ids": torch.full((B, T), pad_id), "position_ids": torch.zeros(B, T, dtype=torch.long),
+           "labels": torch.full((B, T), -100), "valid": torch.zeros(B, T, dtype=torch.bool),
+           "eos_abs": torch.zeros(B, T, dtype=torch.bool), "step": torch.zeros(B, T, dtype=torch.long)}
+    allowed = torch.eye(T, dtype=torch.bool).repeat(B, 1, 1)
+    for b, e in enumerate(encs):
+        n = len(e)
+        for k in out:
+            out[k][b, :n] = getattr(e, k)
+        allowed[b, :n, :n] = e.attention_mask
+    out["allowed"] = allowed[:, None]
+    return out
+
+
+def test_tensor_collate_equals_the_per_row_loop():
+    rng = random.Random(3)
+    encs = []
+    for b in range(23):
+        prompt = [rng.randrange(3, BK) for _ in range(rng.randrange(1, 6))]
+        acts = [BK if rng.random() < 0.3 else rng.randrange(3, BK) for _ in range(rng.randrange(0, 12))]
+        encs.append(encode(prompt, acts + [EOS] * (rng.random() < 0.5), BK, eos_id=EOS, is_data=b % 2 == 0))
+    for multiple in (None, 8):
+        batch = collate(encs, PAD, pad_to_multiple_of=multiple)
+        ref = _naive_collate(encs, PAD, batch["input_ids"].shape[1])
+        for k in ("input_ids", "position_ids", "labels", "valid", "eos_abs", "step"):
+            assert torch.equal(batch[k], ref[k]), k
+        assert torch.equal(batch["attention_mask"] == 0, ref["allowed"])
+        assert torch.equal(collate(encs, PAD, mask_format="bool", pad_to_multiple_of=multiple)["attention_mask"],
+                           ref["allowed"])
+    assert batch["is_data"].tolist() == [b % 2 == 0 for b in range(23)]
+    assert batch["lengths"].tolist() == [len(e) for e in encs]

@@ -80,3 +80,21 @@ def test_bad_arguments():
         augment_with_noise([1, 2], 0.1, prompt_len=0, **kw)
     with pytest.raises(ValueError, match="backspace id"):
         augment_with_noise([1, 2], 1.0, lambda p, t, r: BK, backspace_id=BK)
+
+
+def test_a_noise_callable_may_decline_and_no_insertion_happens():
+    from seqlevel.backspace import augment_with_noise
+
+    def only_after_5(prefix, target, rng):
+        return 7 if prefix[-1] == 5 else None  # a wrong token exists only after token 5
+
+    prompt, actions = augment_with_noise([1, 5, 6, 5, 6], 1.0, only_after_5, max_run=2, rng=0, backspace_id=9)
+    assert prompt == [1]
+    # no insertion before the first 5 (after <bos>) or before the 5 that follows 6; runs only after a 5
+    live = []
+    for a, t in zip(actions, actions.targets):
+        if a == 7:
+            assert live[-1] in (5, 7)
+        live = live[:-1] if a == 9 else live + [a]
+    assert [a for a in actions if a not in (7, 9)] == [5, 6, 5, 6]
+    assert 7 in actions

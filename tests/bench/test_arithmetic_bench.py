@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from seqlevel.bench.arithmetic import _deletes_first, _ForceFirst
+from seqlevel.bench.arithmetic import _deletes_first
 from seqlevel.cli import main
+from seqlevel.decoding.steer import ForceFirst
 
 KEYS = {"method": str, "noise": float, "noise_type": str, "seed": int, "accuracy": float, "backspace_rate": float,
         "train_seconds": float, "recovery_rate": float}
@@ -40,7 +41,7 @@ def test_force_first_steer_forces_only_step_zero():
         rows = torch.tensor([0, 1])
 
     ban = lambda s, c: s  # noqa: E731
-    steer = _ForceFirst(torch.tensor([3, 4]), ban)
+    steer = ForceFirst(torch.tensor([3, 4]), ban)
     ctx = Ctx()
     ctx.step = 0
     s = steer(torch.zeros(2, 6), ctx)

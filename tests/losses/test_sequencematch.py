@@ -83,9 +83,11 @@ def test_absorbing_tail_closed_form_equals_unrolled_tail(divergence):
         torch.testing.assert_close(closed[key], unrolled[key], rtol=1e-10, atol=1e-10)
 
 
-def _naive_loss(logits, trajs, is_data, divergence, gamma, eos):
-    """Loops over trajectories and actions, straight from §3.4/§3.5: the stated data, model and value terms."""
+def _naive_loss(logits, trajs, is_data, divergence, gamma, eos, c=0.01, weights=None, value_on_truncated=False):
+    """Loops over trajectories and actions, straight from §3.4/§3.5: the stated data, model and value terms, with
+    φ(r) = r − c·r² and model-side c·r² for the χ² divergences, and optional per-trajectory weights."""
     lse = lambda x: torch.logsumexp(x, -1)  # noqa: E731
+    phi_c = (lambda d, r: r - c * r**2) if divergence in ("chi2", "chi2_mix") else phi  # noqa: E731
     per = []
     for b, (p, acts) in enumerate(trajs):
         phi_sum = r2_sum = val_sum = logits.new_zeros(())
@@ -93,40 +95,74 @@ def _naive_loss(logits, trajs, is_data, divergence, gamma, eos):
             t = len(p) - 1 + k
             v_next = 0.0 if (eos == "done" and a == EOS) else lse(logits[b, t + 1])
             r = logits[b, t, a] - gamma * v_next
-            phi_sum = phi_sum + gamma**k * phi(divergence, r)
+            phi_sum = phi_sum + gamma**k * phi_c(divergence, r)
             r2_sum = r2_sum + gamma**k * r**2
             val_sum = val_sum + gamma**k * (lse(logits[b, t]) - gamma * v_next)
         if eos == "absorbing" and acts and acts[-1] == EOS:
             t, K = len(p) - 1 + len(acts), len(acts)
             r_abs = logits[b, t, EOS] - gamma * lse(logits[b, t])
-            phi_sum = phi_sum + gamma**K / (1 - gamma) * phi(divergence, r_abs)
+            phi_sum = phi_sum + gamma**K / (1 - gamma) * phi_c(divergence, r_abs)
             r2_sum = r2_sum + gamma**K / (1 - gamma) * r_abs**2
             val_sum = val_sum + gamma**K * lse(logits[b, t])
         per.append((phi_sum, r2_sum, val_sum))
-    D = [x for x, d in zip(per, is_data) if d]
-    M = [x for x, d in zip(per, is_data) if not d]
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    loss = -mean([x[0] for x in D]) + 0.5 * mean([x[2] for x in D]) + 0.5 * mean([x[2] for x in M])
+    wts = [1.0] * len(per) if weights is None else [float(x) for x in weights]
+    D = [(x, w) for x, d, w in zip(per, is_data, wts) if d]
+    M = [(x, w) for x, d, w in zip(per, is_data, wts) if not d]
+    # the value term's model side: complete rollouts only (unless value_on_truncated)
+    MV = [(x, w) for (x, d, w), (_, acts) in zip(zip(per, is_data, wts), trajs)
+          if not d and (value_on_truncated or acts[-1] == EOS)]
+    mean = lambda xs, i: sum(w * x[i] for x, w in xs) / sum(w for _, w in xs)  # noqa: E731
+    loss = -mean(D, 0) + 0.5 * mean(D, 2) + 0.5 * mean(MV, 2)
     if divergence == "chi2_mix":
-        loss = loss + 0.25 * mean([x[1] for x in M])  # the model-side χ² term
+        loss = loss + c * mean(M, 1)  # the model-side χ² term
     return (1 - gamma) * loss
 
 
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 @pytest.mark.parametrize("eos", ["absorbing", "done"])
-def test_loss_matches_naive_reference(divergence, eos):
+@pytest.mark.parametrize("c", [0.25, 0.01])
+def test_loss_matches_naive_reference(divergence, eos, c):
     batch = _batch(TRAJS, IS_DATA)
     logits = _logits(batch)
-    got = sequencematch_loss(logits, batch, divergence=divergence, gamma=0.95, eos=eos)
-    want = _naive_loss(logits, TRAJS, IS_DATA, divergence, 0.95, eos)
+    got = sequencematch_loss(logits, batch, divergence=divergence, gamma=0.95, eos=eos, chi2_weight=c)
+    want = _naive_loss(logits, TRAJS, IS_DATA, divergence, 0.95, eos, c=c)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_value_on_truncated_puts_cut_rollouts_in_the_value_term():
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch)
+    got = sequencematch_loss(logits, batch, gamma=0.95, value_on_truncated=True)
+    want = _naive_loss(logits, TRAJS, IS_DATA, "chi2_mix", 0.95, "absorbing", value_on_truncated=True)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(got, sequencematch_loss(logits, batch, gamma=0.95))
+
+
+def test_sequence_weights_are_a_weighted_mean_within_each_side():
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch)
+    wts = torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=torch.float64)
+    got = sequencematch_loss(logits, batch, gamma=0.95, sequence_weights=wts)
+    want = _naive_loss(logits, TRAJS, IS_DATA, "chi2_mix", 0.95, "absorbing", weights=wts)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="sequence_weights"):
+        sequencematch_loss(logits, batch, sequence_weights=-wts)
+
+
+def test_model_reg_overrides_the_model_side_weight_only():
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch)
+    a, ta = sequencematch_loss(logits, batch, chi2_weight=0.01, model_reg=0.25, return_terms=True)
+    b, tb = sequencematch_loss(logits, batch, chi2_weight=0.01, return_terms=True)
+    torch.testing.assert_close(ta["loss_data"], tb["loss_data"])
+    torch.testing.assert_close(ta["loss_model"], tb["loss_model"] * 25)
 
 
 def test_chi2_mix_is_chi2_plus_the_model_side_term():
     batch = _batch(TRAJS, IS_DATA)
     logits = _logits(batch)
-    mix, t = sequencematch_loss(logits, batch, "chi2_mix", return_terms=True)
-    chi2 = sequencematch_loss(logits, batch, "chi2")
+    mix, t = sequencematch_loss(logits, batch, "chi2_mix", chi2_weight=0.25, return_terms=True)
+    chi2 = sequencematch_loss(logits, batch, "chi2", chi2_weight=0.25)
     model_rows = ~batch["is_data"]
     model_term = (1 - 0.998) * 0.25 * t["r2"][model_rows].mean()
     torch.testing.assert_close(mix, chi2 + model_term, rtol=1e-12, atol=1e-12)
@@ -162,7 +198,8 @@ def test_gradient_accumulation_with_num_sequences_is_exact():
     halves = []
     for rows in ([0, 2], [1, 3]):
         sub = {k: v[rows] for k, v in batch.items()}
-        halves.append(sequencematch_loss(logits[rows], sub, num_sequences=(2, 2)))
+        # (data rows, model rows, complete model rows: the value term's model side) in the whole step
+        halves.append(sequencematch_loss(logits[rows], sub, num_sequences=(2, 2, 1)))
     torch.testing.assert_close(sum(halves), full, rtol=1e-12, atol=1e-12)
 
 

@@ -34,8 +34,14 @@ def test_evaluate_writes_metrics_and_report(saved_model, tmp_path, capsys):
     assert printed == saved
     for key in ["perplexity", "diversity_mixce", "diversity_simctg", "rep_2", "mauve", "length", "num_samples"]:
         assert key in saved
-    assert 0 < saved["mauve"] <= 1 and saved["num_samples"] == 4
-    assert "| MAUVE |" in (out / "report.md").read_text()
+    assert saved["num_samples"] == 4
+    m = saved["mauve"]  # issue 17: mean ± std over k-means seeds, truncation length and featurizer recorded
+    assert 0 < m["mean"] <= 1 and m["std"] >= 0 and m["seeds"] == [0, 1, 2, 3, 4]
+    assert m["max_tokens"] >= 1 and m["featurizer"] == str(model) and m["feature_dim"] == 32
+    report = (out / "report.md").read_text()
+    assert "| MAUVE |" in report
+    # 4 samples per side: the report says why instead of printing the number
+    assert not m["meaningful"] and "| MAUVE | not reported: too few samples" in report
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
 
 

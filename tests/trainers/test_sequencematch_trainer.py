@@ -147,3 +147,23 @@ def test_distributed_settings_are_checked_and_replay_is_saved_per_rank(tmp_path,
     assert name(SimpleNamespace(args=SimpleNamespace(world_size=1, process_index=0))) == "sequencematch_replay.json"
     assert (name(SimpleNamespace(args=SimpleNamespace(world_size=2, process_index=1)))
             == "sequencematch_replay-rank1.json")
+
+
+def test_gradient_shares_sum_to_one_and_show_the_absorbing_tail():
+    from types import SimpleNamespace
+
+    from seqlevel.backspace import encode
+    from seqlevel.trainers.sequencematch import gradient_shares
+
+    BK, EOS = 7, 2
+    encs = [encode([1], [3, 4, BK, 5, EOS], BK, eos_id=EOS), encode([1], [3, 6, 6], BK, eos_id=EOS, is_data=False),
+            encode([1], [4, BK, 5, EOS], BK, eos_id=EOS, is_data=False)]
+    batch = collate(encs, pad_id=0, dtype=torch.float64)
+    logits = torch.randn(*batch["labels"].shape, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    args = SimpleNamespace(chi2_weight=0.01, model_reg=None, divergence="chi2_mix")
+    _, terms = sequencematch_loss(logits, batch, gamma=0.998, return_terms=True)
+    shares = gradient_shares(terms, batch, BK, args)
+    for side in ("data", "model"):
+        assert sum(shares[f"sm/grad_share_{side}_{k}"] for k in ("token", "bksp", "tail")) == pytest.approx(1.0)
+    # at the absorbing tail of a complete trajectory the occupancy weight γ^K/(1 − γ) dominates the data side
+    assert shares["sm/grad_share_data_tail"] > 0.9

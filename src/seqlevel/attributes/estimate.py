@@ -43,6 +43,61 @@ def expected_attribute(head, hidden: torch.Tensor, logits: torch.Tensor, kind: s
     return torch.cat(outs, 0).view(B, T, -1)
 
 
+@torch.no_grad()
+def class_probability(head, hidden: torch.Tensor, target: int, chunk: int = 32,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+    """``P(a = target | x≤t, v)`` for every candidate ``v`` at every position, without the ``(B, T, V, K)`` tensor.
+
+    Equals ``to_distribution(head.all_candidates(hidden), kind)[..., target]`` (up to float rounding); see
+    :meth:`~seqlevel.attributes.AttributeHead.class_probability` for how.
+
+    Args:
+        head: the :class:`~seqlevel.attributes.AttributeHead` (binary or categorical).
+        hidden: ``(B, T, d)`` trunk states.
+        target: the class asked for.
+        chunk: positions per block (extra memory ``chunk·V`` beyond the output).
+        out: optional ``(B, T, V)`` tensor to write into (e.g. the logits once ``p`` is taken from them), saving a
+            fresh ``(B, T, V)`` allocation.
+
+    Returns:
+        ``(B, T, V)`` probabilities.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return head.class_probability(hidden, target, chunk=chunk, out=out)
+
+
+@dataclass
+class TopCandidates:
+    """The ``k`` most likely next tokens at each position: ``ids``/``probs (B, T, k)`` (p(v), descending) and
+    ``attribute (B, T, k, K)`` = P(a | x≤t, v) for those v only (``(mean, variance)`` for numeric heads)."""
+
+    ids: torch.Tensor
+    probs: torch.Tensor
+    attribute: torch.Tensor
+
+
+@torch.no_grad()
+def top_candidates(head, hidden: torch.Tensor, logits: torch.Tensor, k: int, kind: str) -> TopCandidates:
+    """The attribute of the top-``k`` candidates of p at every position (what steering over the top-k and
+    counterfactuals read), ``O(B·T·k)`` head work instead of ``O(B·T·V)``.
+
+    Args:
+        head: the :class:`~seqlevel.attributes.AttributeHead`.
+        hidden: ``(B, T, d)`` trunk states; logits: ``(B, T, V)`` token logits at the same positions.
+        k: candidates per position, ``1 <= k <= V``.
+        kind: head kind.
+
+    Returns:
+        :class:`TopCandidates`; ``attribute`` equals the full all-candidates distribution gathered at ``ids``.
+    """
+    V = logits.shape[-1]
+    if not 1 <= k <= V:
+        raise ValueError(f"k must be in [1, {V}] (the vocabulary), got {k}")
+    probs, ids = logits.float().softmax(-1).topk(k, dim=-1)  # (B, T, k) each
+    return TopCandidates(ids=ids, probs=probs, attribute=to_distribution(head.at_candidates(hidden, ids), kind))
+
+
 def _last_index(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     if attention_mask is None:
         return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)

@@ -21,6 +21,7 @@ e.g. 5.6 M for V=150k, r=32, K=5 (the LM head itself is ``d·V`` = 614 M at d=40
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -135,6 +136,75 @@ class AttributeHead(nn.Module):
         out = out.add_(self.token_bias.t()).add_(c.unsqueeze(-1))
         return out.transpose(-1, -2)
 
+    def at_candidates(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Head outputs at ``k`` candidates per position (e.g. the top-k of p), never touching the other V - k.
+
+        Args:
+            hidden: ``(..., d)`` trunk states.
+            tokens: ``(..., k)`` candidate ids in ``[0, V)``.
+
+        Returns:
+            ``(..., k, n_out)`` raw outputs, equal to ``all_candidates(hidden)`` gathered at ``tokens``.
+        """
+        q, c = self.features(hidden)  # (..., n_out, r), (..., n_out)
+        keys = self.token_keys[tokens]  # (..., k, r)
+        return keys @ q.transpose(-1, -2) + self.token_bias[tokens] + c.unsqueeze(-2)  # (..., k, n_out)
+
+    def class_probability(self, hidden: torch.Tensor, target: int, chunk: int = 32,
+                          out: torch.Tensor | None = None) -> torch.Tensor:
+        """``P(a = target | v)`` for every candidate ``v``: ``hidden (..., d)`` -> ``(..., V)`` (binary/categorical).
+
+        Never builds the ``(..., V, K)`` class tensor. With the logit gaps ``g_j(v) = l_j(v) − l_target(v)``, each a
+        folded ``(r + 2)``-wide GEMM as in the binary :meth:`all_candidates`, ``P = 1 / (1 + Σ_{j≠target}
+        exp(g_j))``, the softmax's target entry (an ``inf`` gap gives 0, as the softmax does); a binary head takes
+        ``sigmoid(−g)``. The gaps are taken in base 2 (``exp2``: the same values, twice as fast here). Positions go ``chunk`` at a time so each ``(chunk, V)`` gap block is exponentiated and
+        summed while it is still in cache. ``out`` (``(..., V)``, contiguous, the head's dtype) receives the result
+        instead of a fresh tensor, e.g. the token logits once their softmax is taken: on CPU a fresh ``(B, T, V)``
+        allocation (page faults, first touch) costs about as much as the head's GEMM.
+        """
+        K = self.config.num_classes
+        if self.config.kind == "numeric" or not 0 <= target < K:
+            raise ValueError(f"class_probability needs a binary or categorical head and a target in [0, {K}), got "
+                             f"kind={self.config.kind!r}, target={target}; numeric heads give (mean, variance)")
+        q, c = self.features(hidden)  # (..., n_out, r), (..., n_out)
+        lead = q.shape[:-2]
+        q, c = q.reshape(-1, *q.shape[-2:]), c.reshape(-1, c.shape[-1])  # (n, n_out, r), (n, n_out)
+        if self.config.kind == "binary":  # one logit l = l_1 − l_0: the gap to the other class is ∓l
+            sign = -1.0 if target == 1 else 1.0
+            dq, dc, db = sign * q, sign * c, sign * self.token_bias  # (n, 1, r), (n, 1), (V, 1)
+        else:
+            others = [j for j in range(K) if j != target]
+            dq = q[:, others] - q[:, target:target + 1]  # (n, K-1, r)
+            dc = c[:, others] - c[:, target:target + 1]  # (n, K-1)
+            db = self.token_bias[:, others] - self.token_bias[:, target:target + 1]  # (V, K-1)
+        qa = torch.cat([dq, dc.unsqueeze(-1), torch.ones_like(dc).unsqueeze(-1)], -1)  # (n, J, r+2)
+        if db.shape[1] > 1:  # gaps in base 2: exp2 is about twice as fast as exp on CPU (Sleef vs MKL VML)
+            qa = qa * math.log2(math.e)
+        ones = torch.ones_like(db[:, :1])
+        keys = [torch.cat([self.token_keys, ones, db[:, j:j + 1]], -1).t() for j in range(db.shape[1])]  # (r+2, V)
+        n, V = qa.shape[0], db.shape[0]
+        if out is None:
+            out = torch.empty(n, V, dtype=qa.dtype, device=qa.device)
+        elif out.shape != (*lead, V) or not out.is_contiguous() or out.dtype != qa.dtype:
+            raise ValueError(f"out must be a contiguous {qa.dtype} tensor of shape {(*lead, V)}, got "
+                             f"{out.dtype} {tuple(out.shape)}; pass e.g. the float32 logits of the same positions")
+        else:
+            out = out.view(n, V)
+        gap = torch.empty(min(chunk, n), V, dtype=qa.dtype, device=qa.device) if len(keys) > 1 else None
+        for s in range(0, n, chunk):
+            o = out[s:s + chunk]
+            if len(keys) == 1:  # binary (or K = 2): P = sigmoid(−gap)
+                torch.mm(qa[s:s + chunk, 0].neg(), keys[0], out=o)
+                o.sigmoid_()
+                continue
+            torch.mm(qa[s:s + chunk, 0], keys[0], out=o)
+            o.exp2_()
+            g = gap[: o.shape[0]]
+            for j in range(1, len(keys)):
+                torch.mm(qa[s:s + chunk, j], keys[j], out=g)
+                o.add_(g.exp2_())
+            o.add_(1.0).reciprocal_()
+        return out.view(*lead, V)
 
 def to_distribution(raw: torch.Tensor, kind: str) -> torch.Tensor:
     """Raw head outputs ``(..., n_out)`` -> class probabilities ``(..., K)``, or ``(mean, variance)`` if numeric.

@@ -11,6 +11,10 @@ the trunk's last hidden state of every live row (``ctx.hidden_states[-1]``), the
 * :class:`BacktrackRule` (beyond the paper): when the last token's credit
   ``P(a* | x≤t) − Σ_v p(v | x<t) P(a* | x<t, v)`` fell below ``−threshold``, emit ``<bksp>`` (the decoder deletes
   the token), and ban that token at that state, so the model repairs a bad turn instead of continuing it.
+
+The rule math lives in plain functions (:func:`check_target`, :func:`target_probs`, :func:`product_scores`,
+:func:`satisficing_scores`) that the ``transformers.LogitsProcessor`` forms in
+:mod:`seqlevel.attributes.logits_processor` call too, so both paths compute the same numbers.
 """
 
 from __future__ import annotations
@@ -23,30 +27,98 @@ from seqlevel.decoding import StepContext, force_action
 _NEG = float("-inf")
 
 
+def check_target(model, target: int) -> None:
+    """Refuse a numeric head or a target that is not one of the head's classes (fix-it messages)."""
+    kind, K = model.head.config.kind, model.head.config.num_classes
+    if kind == "numeric":
+        raise ValueError("steering needs a binary or categorical head (a target class); this head is numeric")
+    if not isinstance(target, int) or not 0 <= target < K:
+        raise ValueError(f"target class {target!r} is not one of the head's classes 0..{K - 1}; for a binary "
+                         "head 1 is 'attribute present', for stars 1-5 pass star − 1")
+
+
+@torch.no_grad()
+def target_probs(model, hidden: torch.Tensor, target: int) -> torch.Tensor:
+    """``P(a* | x<t, v)`` for every candidate ``v``: ``hidden (R, H)`` trunk states -> ``(R, V)``."""
+    raw = model.head.all_candidates(hidden)  # (R, V, n_out)
+    return to_distribution(raw, model.kind)[..., target]
+
+
+def product_scores(scores: torch.Tensor, attrs, alphas) -> torch.Tensor:
+    """``log p(v) + Σ_i α_i · log P_i(a*_i | v)`` (notes §2.4 [I]); one term is the plain product rule.
+
+    Args:
+        scores: ``(R, V)`` next-token logits (or log-probabilities).
+        attrs: per term, ``(R, V)`` attribute probabilities ``P_i(a*_i | x<t, v)``.
+        alphas: per term, the weight ``α_i ≥ 0``.
+
+    Returns:
+        ``(R, V)`` float32 steered log-scores (unnormalised).
+    """
+    out = scores.float().log_softmax(-1)
+    for attr, alpha in zip(attrs, alphas):
+        out = out + alpha * attr.clamp_min(1e-12).log()
+    return out
+
+
+def satisficing_scores(scores: torch.Tensor, attr: torch.Tensor, top_k: int, epsilon: float,
+                       tau: float) -> torch.Tensor:
+    """The CAT demo's satisficing rule on ``(R, V)`` scores and attribute probabilities ``attr (R, V)``.
+
+    Keeps the top-k candidates by ``p`` with ``p ≥ ε``; those with ``attr ≥ τ`` keep their log-probability
+    (sampling is then ∝ p among them), the rest get ``-inf``; a row where none qualifies is forced to the pool's
+    highest-attribute candidate.
+    """
+    logp = scores.float().log_softmax(-1)  # (R, V)
+    k = min(top_k, scores.shape[-1])
+    top = torch.zeros_like(logp, dtype=torch.bool).scatter(-1, logp.topk(k, -1).indices, True)
+    pool = top & (logp >= torch.log(torch.tensor(epsilon)))
+    pool = torch.where(pool.any(-1, keepdim=True), pool, top)  # ε removed everything: fall back to top-k
+    ok = pool & (attr >= tau)
+    sample = torch.where(ok, logp, _NEG)  # sample ∝ p among the qualifying
+    best = attr.masked_fill(~pool, _NEG).argmax(-1)  # none qualifies: the highest attribute in the pool
+    fallback = torch.full_like(logp, _NEG).scatter(-1, best[:, None], 0.0)
+    return torch.where(ok.any(-1, keepdim=True), sample, fallback)
+
+
+def check_satisficing(top_k: int, epsilon: float, tau: float) -> None:
+    """Refuse satisficing settings outside their ranges (k >= 1, ε and τ in [0, 1])."""
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau must be in [0, 1], got {tau}; it is the attribute probability a candidate needs "
+                         "(the CAT demo used 0.8)")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+
+
+def check_alpha(alpha: float) -> None:
+    """Refuse a negative (or NaN) product-rule weight α."""
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}; 0 leaves the model unsteered, larger values "
+                         "steer harder")
+
+
 class _AttributeRule:
     needs_hidden_states = True
 
     def __init__(self, model, target: int):
-        kind, K = model.head.config.kind, model.head.config.num_classes
-        if kind == "numeric":
-            raise ValueError("steering needs a binary or categorical head (a target class); this head is numeric")
-        if not isinstance(target, int) or not 0 <= target < K:
-            raise ValueError(f"target class {target!r} is not one of the head's classes 0..{K - 1}; for a binary "
-                             "head 1 is 'attribute present', for stars 1-5 pass star − 1")
+        check_target(model, target)
         self.model, self.target = model, target
 
-    @torch.no_grad()
     def target_probs(self, ctx: StepContext) -> torch.Tensor:
         """``(R, V)`` P(a* | x<t, v) for the live rows."""
         if ctx.hidden_states is None:
             raise ValueError("the steer hook got no hidden states; call generate(..., steer=rule) with this rule "
                              "(it sets needs_hidden_states) or output_hidden_states=True")
-        raw = self.model.head.all_candidates(ctx.hidden_states[-1])  # (R, V, n_out)
-        return to_distribution(raw, self.model.kind)[..., self.target]
+        return target_probs(self.model, ctx.hidden_states[-1], self.target)
 
 
 class ProductRule(_AttributeRule):
     """``p(v | x<t) · P(a* | x<t, v)^α`` (α = 0: unsteered; α = 1: Bayes conditioning if P is calibrated).
+
+    The same rule as a ``transformers.LogitsProcessor`` (sampling, greedy or beam search with ``model.generate``,
+    several heads or targets combined): :class:`seqlevel.attributes.ProductLogitsProcessor`.
 
     Args:
         model: the :class:`~seqlevel.attributes.AttributeModel` whose head scores candidates.
@@ -56,18 +128,17 @@ class ProductRule(_AttributeRule):
 
     def __init__(self, model, target: int, alpha: float = 1.0):
         super().__init__(model, target)
-        if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}; 0 leaves the model unsteered, larger values "
-                             "steer harder")
+        check_alpha(alpha)
         self.alpha = float(alpha)
 
     def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        logp = scores.float().log_softmax(-1)
-        return logp + self.alpha * self.target_probs(ctx).clamp_min(1e-12).log()
+        return product_scores(scores, [self.target_probs(ctx)], [self.alpha])
 
 
 class SatisficingRule(_AttributeRule):
     """The CAT demo's satisficing criterion (defaults: k = 20, ε = 0.001, τ = 0.8).
+
+    As a ``transformers.LogitsProcessor``: :class:`seqlevel.attributes.SatisficingLogitsProcessor`.
 
     Args:
         model, target: as for :class:`ProductRule`.
@@ -76,31 +147,20 @@ class SatisficingRule(_AttributeRule):
 
     def __init__(self, model, target: int, top_k: int = 20, epsilon: float = 1e-3, tau: float = 0.8):
         super().__init__(model, target)
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError(f"tau must be in [0, 1], got {tau}; it is the attribute probability a candidate needs "
-                             "(the CAT demo used 0.8)")
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        check_satisficing(top_k, epsilon, tau)
         self.top_k, self.epsilon, self.tau = top_k, epsilon, tau
 
     def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        logp = scores.float().log_softmax(-1)  # (R, V)
-        attr = self.target_probs(ctx)
-        k = min(self.top_k, scores.shape[-1])
-        top = torch.zeros_like(logp, dtype=torch.bool).scatter(-1, logp.topk(k, -1).indices, True)
-        pool = top & (logp >= torch.log(torch.tensor(self.epsilon)))
-        pool = torch.where(pool.any(-1, keepdim=True), pool, top)  # ε removed everything: fall back to top-k
-        ok = pool & (attr >= self.tau)
-        sample = torch.where(ok, logp, _NEG)  # sample ∝ p among the qualifying
-        best = attr.masked_fill(~pool, _NEG).argmax(-1)  # none qualifies: the highest attribute in the pool
-        fallback = torch.full_like(logp, _NEG).scatter(-1, best[:, None], 0.0)
-        return torch.where(ok.any(-1, keepdim=True), sample, fallback)
+        return satisficing_scores(scores, self.target_probs(ctx), self.top_k, self.epsilon, self.tau)
 
 
 class BacktrackRule(_AttributeRule):
     """Attribute-guided backtracking: ``<bksp>`` when the last token's credit is below ``−threshold``.
+
+    This rule has no ``transformers.LogitsProcessor`` form and stays on :func:`seqlevel.decoding.generate`:
+    ``model.generate`` cannot delete a token from its KV cache (a processor only reshapes the next-token scores,
+    and ``DynamicCache.crop`` would trim every row of the batch to one length), so a ``<bksp>`` there would stay in
+    the context as an ordinary token. Our decoder deletes it exactly, per row (see :mod:`seqlevel.decoding.decoder`).
 
     Args:
         model, target: as for :class:`ProductRule`.

@@ -243,39 +243,36 @@ def collate(
     for b, e in enumerate(encoded_list):
         if not isinstance(e, Encoded):
             raise TypeError(f"item {b} is a {type(e).__name__}, not an Encoded; build it with encode()")
-        if e.actions is not None:
-            hits = e.actions == pad_id
-            if pad_id == e.eos_id and len(e.actions) and bool(e.eos_abs[-1]):
-                hits[-1] = False  # a final <eos> that shares the pad id is still an <eos>
-            if bool(hits.any()):
-                raise ValueError(
-                    f"trajectory {b} has actions equal to the pad id {pad_id} at action indices "
-                    f"{hits.nonzero().flatten().tolist()[:5]}; give the tokenizer a dedicated pad token "
-                    "(e.g. tokenizer.add_special_tokens({'pad_token': '<pad>'})) and pass its id"
-                )
-        if max_length is not None and len(e) > max_length:
-            raise ValueError(f"trajectory {b} has {len(e)} slots but the model's context is {max_length}; "
+        if max_length is not None and lengths[b] > max_length:
+            raise ValueError(f"trajectory {b} has {lengths[b]} slots but the model's context is {max_length}; "
                              "cap the number of actions or shorten the prompt")
+    acts = [e.actions for e in encoded_list if e.actions is not None]
+    if acts and bool((torch.cat(acts) == pad_id).any()):  # rare: find the row (a final <eos> may share the id)
+        _check_pad_actions(encoded_list, pad_id)
     T = max(lengths)
     if pad_to_multiple_of:
         T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
     B = len(encoded_list)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((B, T), dtype=torch.long)
-    allowed = torch.eye(T, dtype=torch.bool).repeat(B, 1, 1)  # (B, T, T): pads attend only to themselves
-    labels = torch.full((B, T), IGNORE, dtype=torch.long)
-    valid = torch.zeros((B, T), dtype=torch.bool)
-    eos_abs = torch.zeros((B, T), dtype=torch.bool)
-    step = torch.zeros((B, T), dtype=torch.long)
-    for b, (e, n) in enumerate(zip(encoded_list, lengths)):
-        input_ids[b, :n] = e.input_ids
-        position_ids[b, :n] = e.position_ids
-        allowed[b, :n, :n] = e.attention_mask
-        labels[b, :n] = e.labels
-        valid[b, :n] = e.valid
-        eos_abs[b, :n] = e.eos_abs
-        step[b, :n] = e.step
-    allowed = allowed.unsqueeze(1)  # (B, 1, T, T)
+    # collation on tensors: every per-slot field is one cat of the rows + one scatter into its (B, T) tensor
+    n = torch.tensor(lengths)
+    rows = torch.repeat_interleave(torch.arange(B), n)  # (sum n,)
+    cols = torch.arange(int(n.sum())) - torch.repeat_interleave(n.cumsum(0) - n, n)
+
+    def _field(name: str, fill, dtype) -> torch.Tensor:
+        out = torch.full((B, T), fill, dtype=dtype)
+        out[rows, cols] = torch.cat([getattr(e, name) for e in encoded_list])
+        return out
+
+    input_ids = _field("input_ids", pad_id, torch.long)
+    position_ids = _field("position_ids", 0, torch.long)
+    labels = _field("labels", IGNORE, torch.long)
+    valid = _field("valid", False, torch.bool)
+    eos_abs = _field("eos_abs", False, torch.bool)
+    step = _field("step", 0, torch.long)
+    # (B, T, T): each row's mask in its top-left block, scattered like the fields; padded slots attend only to
+    # themselves
+    blocks = [torch.nn.functional.pad(e.attention_mask, (0, T - k, 0, T - k)) for e, k in zip(encoded_list, lengths)]
+    allowed = (torch.stack(blocks) | torch.eye(T, dtype=torch.bool)).unsqueeze(1)  # (B, 1, T, T)
     if mask_format == "float":
         attention_mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
     else:
@@ -292,6 +289,22 @@ def collate(
         "lengths": torch.tensor(lengths, dtype=torch.long),
     }
 
+
+
+def _check_pad_actions(encoded_list: Sequence[Encoded], pad_id: int) -> None:
+    """Raise for the first trajectory whose actions use the pad id (a final ``<eos>`` sharing it is allowed)."""
+    for b, e in enumerate(encoded_list):
+        if e.actions is None:
+            continue
+        hits = e.actions == pad_id
+        if pad_id == e.eos_id and len(e.actions) and bool(e.eos_abs[-1]):
+            hits[-1] = False  # a final <eos> that shares the pad id is still an <eos>
+        if bool(hits.any()):
+            raise ValueError(
+                f"trajectory {b} has actions equal to the pad id {pad_id} at action indices "
+                f"{hits.nonzero().flatten().tolist()[:5]}; give the tokenizer a dedicated pad token "
+                "(e.g. tokenizer.add_special_tokens({'pad_token': '<pad>'})) and pass its id"
+            )
 
 def model_inputs(batch: dict[str, torch.Tensor], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """The keys of a :func:`collate` batch that the model takes: ``model(**model_inputs(batch))``.

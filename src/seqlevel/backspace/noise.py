@@ -12,7 +12,8 @@ encodings of an insertion (a flag, ``mode``):
 The noise source is ``"random"`` (uniform over the vocabulary minus ``<bksp>``, ``exclude_ids`` and the correct
 next token: "simply samples other tokens") or a callable ``noise(prefix, target, rng) -> int`` that returns one
 noise token for the live state ``prefix`` whose correct next token is ``target``; tasks plug in "ground-truth"
-noise this way.
+noise this way. A callable may return ``None`` to decline (no wrong token exists in that state, e.g. right after
+``<bos>`` when every first token is possible): the insertion (or the rest of its run) is then skipped.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import random
 from collections.abc import Callable, Sequence
 
 NOISE_MODES = ("environment", "action")
-NoiseFn = Callable[[Sequence[int], int, random.Random], int]
+NoiseFn = Callable[[Sequence[int], int, random.Random], "int | None"]
 
 
 class ActionList(list):
@@ -70,7 +71,7 @@ def augment_with_noise(
     Args:
         ids: a data sequence (prompt then continuation).
         p_noise: insertion probability per position, in ``[0, 1]``.
-        noise: ``"random"`` or a callable ``noise(prefix, target, rng) -> int``.
+        noise: ``"random"`` or a callable ``noise(prefix, target, rng) -> int | None`` (None declines).
         max_run: longest noise run (RECON: runs of length 1..max_run, uniformly; the paper shows multi-token
             deletions but not how runs were drawn).
         rng: a ``random.Random``, a seed, or None (fresh generator).
@@ -116,7 +117,11 @@ def augment_with_noise(
         if p_noise > 0 and gen.random() < p_noise:
             run = gen.randint(1, int(max_run))
             for r in range(run):
-                n = int(draw(list(live), x, gen))
+                n = draw(list(live), x, gen)
+                if n is None:  # the task declines: no wrong token exists here (e.g. right after <bos>)
+                    run = r
+                    break
+                n = int(n)
                 if n == backspace_id:
                     raise ValueError(f"the noise source returned the backspace id {backspace_id}; noise must be a token")
                 if r == 0 and n == x:

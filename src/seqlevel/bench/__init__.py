@@ -17,6 +17,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                              "CAT one-pass star estimate vs Monte-Carlo rollouts against exact posteriors"),
     "steering": ("seqlevel.bench.steering", "steer the reviews language to each star: control accuracy and true NLL"),
     "markov": ("seqlevel.bench.markov", "MixCE family on the bigram oracle task with known P"),
+    "markov-backspace": ("seqlevel.bench.markov_backspace",
+                         "MLE vs BC vs SequenceMatch: final-text impossible bigrams of <bksp> models on a known P"),
     "arithmetic": ("seqlevel.bench.arithmetic", "MLE vs BC vs SequenceMatch on add-or-sub-in-base, with recovery"),
     "memory": ("seqlevel.bench.memory", "peak memory of each loss at 32k/128k vocabularies vs chunked MLE"),
     "gpu": ("seqlevel.bench.gpu", "CUDA: speed cases + bf16 tokens/s and MFU of MLE vs MixCE vs SequenceMatch"),

@@ -6,6 +6,12 @@ Three methods, small models trained from scratch on CPU, the same number of opti
 * ``bc``: MLE (behaviour cloning) on noise-augmented data with ``<bksp>`` (the paper's BC baseline, line 235);
 * ``sequencematch``: BC warm-up, then ``(1 − w)·BC + w·SM`` with replay rollouts (Algorithm 1).
 
+With ``--pretrain-steps N`` (the paper's regime: SequenceMatch fine-tunes a model pretrained with MLE), one model
+per seed is first trained with MLE on clean data for ``N`` steps, and every method fine-tunes a copy of that same
+checkpoint for ``--steps`` steps: ``mle`` goes on with MLE, ``bc`` (= BC continued for the same steps, SequenceMatch's
+control) trains on the noise-augmented data, ``sequencematch`` runs ``bc_warmup_steps`` of BC then ``(1 − w)·BC +
+w·SM``. The fine-tunes use a constant learning rate ``finetune_lr``.
+
 Each is scored by exact match of the final answer (backspaces applied) on held-out questions, decoding with the
 backtracking decoder; and by a recovery check: the first answer action is forced to a plausible wrong character,
 and ``recovery_rate`` is the fraction of those prompts where the model deletes it with ``<bksp>``.
@@ -24,6 +30,8 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
+
+from seqlevel.decoding.steer import ForceFirst
 
 METHODS = ("mle", "bc", "sequencematch")
 
@@ -44,7 +52,9 @@ class BenchConfig:
     lr: float = 3e-3
     bc_warmup_steps: int = 800
     sm_weight: float = 0.5
-    gamma: float = 0.9
+    gamma: float = 0.998  # the paper's γ (it was 0.9; the tabular instrument finds no reason to deviate)
+    pretrain_steps: int = 0
+    finetune_lr: float = 5e-4
     sample_every: int = 16
     rollouts_per_refresh: int = 32
     replay_batch_size: int = 4
@@ -63,23 +73,6 @@ QUICK = replace(FULL, n_train=1000, n_test=100, steps=150, bc_warmup_steps=100, 
                 rollouts_per_refresh=32, noises=(0.0, 0.3), seeds=(0,),
                 model_overrides=(("n_layer", 2), ("n_embd", 48), ("n_head", 4), ("n_positions", 96),
                                  ("resid_pdrop", 0.0), ("embd_pdrop", 0.0), ("attn_pdrop", 0.0)))
-
-
-class _ForceFirst:
-    """Steer: at the first step each row must take its given action (the injected wrong character)."""
-
-    needs_hidden_states = False
-
-    def __init__(self, first_ids: torch.Tensor, ban):
-        self.first_ids, self.ban = first_ids, ban
-
-    def __call__(self, scores, ctx):
-        scores = self.ban(scores, ctx)
-        if ctx.step == 0:
-            forced = torch.full_like(scores, float("-inf"))
-            forced[torch.arange(len(ctx.rows)), self.first_ids[ctx.rows]] = 0.0
-            return forced
-        return scores
 
 
 def _decode(trainer, prompts, *, do_sample: bool, seed: int, steer=None):
@@ -119,7 +112,7 @@ def evaluate(trainer, tokenizer, test, seed: int, temperature: float) -> dict[st
     # recovery: the first answer action is forced to a plausible wrong character
     rng = random.Random(f"recovery-{seed}")
     wrong = torch.tensor([int(tokenizer.convert_tokens_to_ids(inject_wrong_first_digit(p, rng))) for p in test])
-    rec = _decode(trainer, prompts, do_sample=True, seed=seed + 1, steer=_ForceFirst(wrong, trainer.ban))
+    rec = _decode(trainer, prompts, do_sample=True, seed=seed + 1, steer=ForceFirst(wrong, trainer.ban))
     deleted = [_deletes_first(a, trainer.backspace_id) for a in rec.actions]
     rec_acc = exact_match([decode_answer(s, tokenizer) for s in rec.sequences], answers)
     return {"accuracy": acc, "accuracy_greedy": acc_greedy, "backspace_rate": bk_rate,
@@ -140,8 +133,11 @@ def _deletes_first(actions, backspace_id: int) -> bool:
 
 
 def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test, output_dir: str,
-            keep: dict | None = None) -> dict:
-    """Train one model from scratch and evaluate it; returns one result row (``keep`` receives the trainer)."""
+            keep: dict | None = None, init_model=None) -> dict:
+    """Train one model (from scratch, or a copy of ``init_model``) and evaluate it; returns one result row
+    (``keep`` receives the trainer)."""
+    import copy
+
     import datasets
     from transformers import PrinterCallback
 
@@ -153,12 +149,16 @@ def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test,
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     tok = arithmetic_tokenizer()
     ds = datasets.Dataset.from_dict(to_dataset_dict(train, tok))
-    model = tiny_model(cfg.preset, tokenizer=tok, seed=seed, **dict(cfg.model_overrides))
+    model = (tiny_model(cfg.preset, tokenizer=tok, seed=seed, **dict(cfg.model_overrides)) if init_model is None
+             else copy.deepcopy(init_model))
+    finetune = init_model is not None
     is_mle = method == "mle"
     args = SequenceMatchConfig(
         output_dir=output_dir, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=seed,
-        max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
-        lr_scheduler_type="cosine", warmup_steps=max(1, cfg.steps // 20), weight_decay=0.0, logging_steps=50,
+        max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.finetune_lr if finetune else cfg.lr,
+        lr_scheduler_type="constant" if finetune else "cosine",
+        warmup_steps=0 if finetune else max(1, cfg.steps // 20), weight_decay=0.0, logging_steps=50,
         use_backspace=not is_mle, p_noise=0.0 if is_mle else noise, noise_type=cfg.noise_type,
         bc_warmup_steps=cfg.bc_warmup_steps if method == "sequencematch" else cfg.steps,
         sm_weight=cfg.sm_weight if method == "sequencematch" else 0.0, gamma=cfg.gamma,
@@ -177,13 +177,31 @@ def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test,
         keep.update(trainer=trainer, tokenizer=tok)
     if is_mle:
         ev["recovery_rate"] = 0.0  # no <bksp> in the action space: nothing can be repaired
+    if finetune:
+        seconds += keep_pre_seconds(init_model)
     return {"method": method, "noise": float(noise if not is_mle else 0.0), "noise_type": cfg.noise_type,
             "seed": seed, **{k: ev[k] for k in ("accuracy", "backspace_rate")}, "train_seconds": seconds,
             **{k: ev[k] for k in ("accuracy_greedy", "recovery_rate", "recovery_accuracy")}}
 
 
+def keep_pre_seconds(model) -> float:
+    return float(getattr(model, "_seqlevel_pretrain_seconds", 0.0))
+
+
+def pretrain(cfg: BenchConfig, seed: int, train, output_dir: str):
+    """MLE on clean data for ``cfg.pretrain_steps`` steps (cosine schedule at ``cfg.lr``): the shared checkpoint."""
+    keep: dict = {}
+    pre = replace(cfg, steps=cfg.pretrain_steps, n_test=1)
+    t0 = time.perf_counter()
+    run_one(pre, "mle", 0.0, seed, train, train[:1], output_dir, keep=keep)
+    model = keep["trainer"].model
+    model._seqlevel_pretrain_seconds = time.perf_counter() - t0
+    return model
+
+
 def run_bench(cfg: BenchConfig, output_dir: str = "runs/bench_arithmetic", log=print) -> dict:
-    """All methods × noise levels × seeds; MLE ignores noise and runs once per seed."""
+    """All methods × noise levels × seeds; MLE ignores noise and runs once per seed. With ``pretrain_steps``,
+    every run fine-tunes a copy of one MLE-pretrained checkpoint per seed."""
     from seqlevel.tasks.arithmetic import make_splits
 
     torch.set_num_threads(cfg.threads)
@@ -191,9 +209,11 @@ def run_bench(cfg: BenchConfig, output_dir: str = "runs/bench_arithmetic", log=p
                               test_entropy=cfg.entropy, bases=cfg.bases)
     rows = []
     for seed in cfg.seeds:
+        init = pretrain(cfg, seed, train, f"{output_dir}/pretrain-{seed}") if cfg.pretrain_steps else None
         for method in cfg.methods:
             for noise in ((0.0,) if method == "mle" else cfg.noises):
-                row = run_one(cfg, method, noise, seed, train, test, f"{output_dir}/{method}-{noise}-{seed}")
+                row = run_one(cfg, method, noise, seed, train, test, f"{output_dir}/{method}-{noise}-{seed}",
+                              init_model=init)
                 log(f"{row['method']:>13} noise={row['noise']:.2f} seed={seed} acc={row['accuracy']:.3f} "
                     f"greedy={row['accuracy_greedy']:.3f} bksp={row['backspace_rate']:.3f} "
                     f"recovery={row['recovery_rate']:.3f} train={row['train_seconds']:.0f}s")
@@ -206,8 +226,13 @@ def summarize(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["noise"]), []).append(r)
+    def se(key, g):
+        xs = [r[key] for r in g]
+        return statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0
+
     return [{"method": m, "noise": n, "seeds": len(g),
-             "accuracy": statistics.mean(r["accuracy"] for r in g),
+             "accuracy": statistics.mean(r["accuracy"] for r in g), "accuracy_se": se("accuracy", g),
+             "accuracy_greedy_se": se("accuracy_greedy", g), "recovery_rate_se": se("recovery_rate", g),
              "accuracy_greedy": statistics.mean(r["accuracy_greedy"] for r in g),
              "backspace_rate": statistics.mean(r["backspace_rate"] for r in g),
              "recovery_rate": statistics.mean(r["recovery_rate"] for r in g),
@@ -228,6 +253,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="BC warm-up steps of sequencematch (default 800, or 2/3 of --steps when that is smaller)")
     p.add_argument("--n-layer", type=int, default=None, help="transformer layers of the model (default 2)")
     p.add_argument("--n-embd", type=int, default=None, help="model width, a multiple of 4 heads (default 64)")
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help="MLE-pretrain one model per seed for this many steps, then fine-tune copies of it with each "
+                        "method for --steps steps (the paper's regime; default 0: train from scratch)")
+    p.add_argument("--n-test", type=int, default=None, help="held-out questions (default 200; use >= 1000: with 200 "
+                                                             "one standard error is about 3.5 points)")
     p.add_argument("--output-dir", default="runs/bench_arithmetic", help="scratch directory for the runs")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -263,6 +293,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         if not 0 <= args.bc_warmup_steps <= over.get("steps", cfg.steps):
             raise ValueError(f"--bc-warmup-steps must be in [0, --steps], got {args.bc_warmup_steps}")
         over["bc_warmup_steps"] = args.bc_warmup_steps
+    if args.pretrain_steps is not None:
+        if args.pretrain_steps < 0:
+            raise ValueError(f"--pretrain-steps must be >= 0, got {args.pretrain_steps}")
+        over["pretrain_steps"] = args.pretrain_steps
+    if args.n_test is not None:
+        if args.n_test < 1:
+            raise ValueError(f"--n-test must be >= 1, got {args.n_test}")
+        over["n_test"] = args.n_test
     model = dict(cfg.model_overrides)
     if args.n_layer is not None:
         if args.n_layer < 1:

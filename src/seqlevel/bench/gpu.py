@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 
 import torch
+
+from seqlevel.bench.cases import device_sync, random_tokens
 
 H100_BF16_DENSE_FLOPS = 989e12
 OBJECTIVES = ("mle", "mixce", "sequencematch", "sequencematch-chunked")
@@ -51,21 +52,10 @@ def matmul_params(model) -> int:
     return n if head.data_ptr() == emb.data_ptr() else n - emb.numel()
 
 
-def _sm_batch(B: int, T: int, V: int, dtype: torch.dtype, seed: int = 0) -> dict:
-    from seqlevel.backspace import collate, encode
-
-    rng, bk = random.Random(seed), V - 1
-    encs = []
-    for b in range(B):
-        prompt = [rng.randrange(3, bk) for _ in range(8)]
-        acts = [bk if rng.random() < 0.2 else rng.randrange(3, bk) for _ in range(T - len(prompt))]
-        encs.append(encode(prompt, acts, bk, is_data=b % 2 == 0))
-    return collate(encs, pad_id=0, dtype=dtype)
-
-
 def make_step(objective: str, model, B: int, T: int, device: str, dtype: torch.dtype):
     """One AdamW step of ``objective`` on a fixed batch of ``B × T`` slots; returns a zero-argument callable."""
     from seqlevel.backspace import model_inputs
+    from seqlevel.bench.cases.sequencematch import synthetic_batch
     from seqlevel.losses import bc_loss, mixce_loss, mle_loss, sequencematch_loss
     from seqlevel.losses.chunked_sequencematch import chunked_sequencematch_loss
 
@@ -73,9 +63,8 @@ def make_step(objective: str, model, B: int, T: int, device: str, dtype: torch.d
         raise ValueError(f"unknown objective {objective!r}; choose from {OBJECTIVES}")
     V = model.get_output_embeddings().weight.shape[0]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, V - 1, (B, T), generator=g).to(device)
-    batch = {k: v.to(device) for k, v in _sm_batch(B, T, V, dtype).items()}
+    ids = random_tokens(B, T, V, low=3, high=V - 1).to(device)
+    batch = {k: v.to(device) for k, v in synthetic_batch(B, T, V, p_backspace=0.2, dtype=dtype).items()}
     inputs = model_inputs(batch)
 
     def loss_fn():
@@ -102,7 +91,7 @@ def time_objective(objective: str, model, B: int, T: int, device: str, dtype: to
                    warmup: int, peak_flops: float) -> dict:
     """Median step time, tokens/s and MFU of ``objective`` (see the module docstring for the FLOP count)."""
     step = make_step(objective, model, B, T, device, dtype)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = device_sync(device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     for _ in range(warmup):
@@ -153,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
     B, T, V = (2, 32, 256) if tiny else (args.batch, args.seq_len, args.vocab_size)
     steps, warmup = (2, 1) if args.dry_run else (args.steps, args.warmup)
     from seqlevel.bench import speed
+    from seqlevel.bench.cases import names
 
-    cases = sorted(speed.CASES) if args.speed_cases is None and not args.dry_run else \
+    cases = sorted(names("speed")) if args.speed_cases is None and not args.dry_run else \
         [c for c in (args.speed_cases or "").split(",") if c]
     result = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
               "dtype": "bfloat16", "peak_flops": args.peak_flops, "batch": B, "seq_len": T, "vocab_size": V,

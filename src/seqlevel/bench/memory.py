@@ -2,8 +2,9 @@
 
 Peak bytes are counted exactly on any device by :class:`PeakMemory`, a dispatch mode that adds every new
 storage's size when an op creates it and subtracts it when the storage is freed. Inputs (hidden states, the
-output projection) exist before measuring, so the figure is what the loss itself adds. Each loss is compared
-with the chunked (fused output-projection) MLE at the same vocabulary: ``ratio = peak / mle_peak``.
+output projection, and whatever a case builds first: a head, a batch's loss fields) exist before measuring, so the
+figure is what the loss itself adds. Each loss is compared with the chunked (fused output-projection) MLE at the
+same vocabulary: ``ratio = peak / mle_peak``. The losses are the memory cases of :mod:`seqlevel.bench.cases`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from seqlevel.bench.memory_cases import attribute_case, prepare_attribute_head, sequencematch_case
-from seqlevel.losses.chunked import chunked_mixce_loss, chunked_mle_loss, chunked_token_weighted_loss
+from seqlevel.bench.cases import build, names
 
 
 class PeakMemory(TorchDispatchMode):
@@ -56,35 +56,19 @@ def peak_bytes(fn: Callable[[], torch.Tensor]) -> int:
     return mem.peak
 
 
-def _tailr_weight(q: torch.Tensor) -> torch.Tensor:
-    return (q / (1e-7 + (1 - 1e-7) * q)).clamp(0.2, 1.0)
-
-
-# loss name -> builder(hidden, weight, labels, chunk) -> scalar. Other families add their chunked loss here.
-LOSSES: dict[str, Callable] = {
-    "mle": lambda h, w, y, c: chunked_mle_loss(h, w, y, chunk_size=c),
-    "mixce": lambda h, w, y, c: chunked_mixce_loss(h, w, y, 0.5, chunk_size=c),
-    "dft": lambda h, w, y, c: chunked_mixce_loss(h, w, y, 0.0, chunk_size=c),
-    "tailr": lambda h, w, y, c: chunked_token_weighted_loss(h, w, y, _tailr_weight, chunk_size=c),
-    "sequencematch": sequencematch_case,
-    "attribute": attribute_case,
-}
-
-
 def _measure(name: str, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, chunk: int) -> int:
     h.grad = w.grad = None
-    if name == "attribute":
-        prepare_attribute_head(w.shape[0], h.shape[-1])
-    return peak_bytes(lambda: LOSSES[name](h, w, y, chunk))
+    loss = build(name, "memory", hidden=h, weight=w, labels=y, chunk=chunk)  # its inputs are built here, unmeasured
+    return peak_bytes(loss)
 
 
 def run_cases(vocab_sizes=(32768, 131072), tokens: int = 1024, hidden: int = 256, chunk: int = 256,
               losses=None, seed: int = 0) -> list[dict]:
     """Measure every loss at every vocabulary size; returns the JSON ``cases`` list."""
-    losses = list(LOSSES) if losses is None else losses
-    unknown = [n for n in losses if n not in LOSSES]
+    losses = names("memory") if losses is None else losses
+    unknown = [n for n in losses if n not in names("memory")]
     if unknown:
-        raise ValueError(f"unknown loss {unknown}; choose from {sorted(LOSSES)}")
+        raise ValueError(f"unknown loss {unknown}; choose from {names('memory')}")
     g = torch.Generator().manual_seed(seed)
     cases = []
     for V in vocab_sizes:
@@ -104,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=1024, help="target tokens per batch (default 1024)")
     p.add_argument("--hidden", type=int, default=256, help="hidden width d (default 256)")
     p.add_argument("--chunk", type=int, default=256, help="tokens per chunk (default 256)")
-    p.add_argument("--losses", default=None, help=f"comma list from {sorted(LOSSES)} (default all)")
+    p.add_argument("--losses", default=None, help=f"comma list from {names('memory')} (default all)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 

@@ -3,49 +3,26 @@
 A and B run interleaved (A B A B ...) after a warm-up, so drift in machine load hits both alike. The reported
 ``ratio_median`` is the median of the per-pair ratios ``a_i / b_i``; a ratio below 1 means A is faster.
 
-Cases live in ``CASES``: name -> ``"module:factory"``. A factory takes ``(device, quick)`` and returns a
-:class:`SpeedCase` holding two zero-argument callables that each do one full unit of work.
+The cases live in :mod:`seqlevel.bench.cases` (one registry for speed and memory cases, one module per method
+family): a speed factory takes ``(device, quick)`` and returns a :class:`SpeedCase` holding two zero-argument
+callables that each do one full unit of work.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-CASES: dict[str, str] = {
-    "mixce-vs-mle": "seqlevel.bench.speed_cases:mixce_vs_mle",
-    "cat-estimate-vs-forward": "seqlevel.bench.speed_cases_cat:cat_estimate_vs_forward",
-    "sm-step-vs-mle": "seqlevel.bench.speed_cases_sm_step:sm_step_vs_mle",
-    "decode-vs-hf": "seqlevel.bench.speed_cases_decoding:decode_vs_hf",
-    "decode-backspace-vs-recompute": "seqlevel.bench.speed_cases_decoding:decode_backspace_vs_recompute",
-    "sm-encoded-vs-mle": "seqlevel.bench.speed_cases_sm:sm_encoded_vs_mle",
-}
-
-
-@dataclass
-class SpeedCase:
-    """Two workloads to compare. ``a``/``b`` do one unit of work each; ``sync`` waits for the device."""
-
-    a: Callable[[], object]
-    b: Callable[[], object]
-    a_name: str
-    b_name: str
-    description: str = ""
-    sync: Callable[[], None] = lambda: None
+from seqlevel.bench.cases import SpeedCase, build, names
 
 
 def build_case(name: str, device: str = "cpu", quick: bool = False) -> SpeedCase:
-    if name not in CASES:
-        raise ValueError(f"unknown speed case {name!r}; choose one of {sorted(CASES)}")
-    module, fn = CASES[name].split(":")
-    return getattr(importlib.import_module(module), fn)(device=device, quick=quick)
+    """The speed case ``name`` from the registry (:data:`seqlevel.bench.cases.CASES`)."""
+    return build(name, "speed", device=device, quick=quick)
 
 
 def measure(case: SpeedCase, runs: int = 20, warmup: int = 3) -> dict:
@@ -77,7 +54,7 @@ def measure(case: SpeedCase, runs: int = 20, warmup: int = 3) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--case", required=True, choices=sorted(CASES), help="which pair of workloads to time")
+    p.add_argument("--case", required=True, choices=names("speed"), help="which pair of workloads to time")
     p.add_argument("--runs", type=int, default=20, help="timed A/B pairs (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed A/B pairs first (default 3)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

@@ -20,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-backspace", dest="backspace", action="store_false", help="decode without <bksp>")
     p.add_argument("--featurizer", default=None, help="local model for MAUVE features (default: the evaluated model)")
     p.add_argument("--no-mauve", action="store_true", help="skip MAUVE (no mauve-text needed)")
+    p.add_argument("--mauve-seeds", type=int, default=5, help="k-means seeds; MAUVE is reported as mean ± std")
+    p.add_argument("--mauve-max-tokens", type=int, default=None,
+                   help="truncate model and reference texts to this many featurizer tokens (default: the shorter "
+                        "side's median length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/evaluate", help="where metrics.json and report.md go")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
@@ -30,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = EvalConfig(model=args.model, data=args.data, prompt_tokens=args.prompt_tokens, num_samples=args.num_samples,
                      max_new_actions=args.max_new_actions, backspace=args.backspace, featurizer=args.featurizer,
-                     mauve=not args.no_mauve, seed=args.seed, output_dir=args.output_dir)
+                     mauve=not args.no_mauve, seed=args.seed, output_dir=args.output_dir,
+                     mauve_seeds=args.mauve_seeds, mauve_max_tokens=args.mauve_max_tokens)
     metrics = evaluate_model(cfg)
     if args.json:
         print(json.dumps(metrics))

@@ -1,8 +1,8 @@
 """Decoding: one generation loop with ``<bksp>`` and a steer hook, and sampling rules.
 
 * :func:`generate` (``decoder.py``): batched, exact backtracking decoder on the KV cache.
-* ``steer.py``: the hook protocol (:class:`StepContext`, :class:`Steer`) and small rules (:func:`force_action`,
-  :class:`BiasAction`).
+* ``steer.py``: the hook protocol (:class:`StepContext`, :class:`Steer`) and every steer rule (:func:`force_action`,
+  :class:`BiasAction`, :class:`BanTokens`, :class:`ForceFirst`, :class:`ForcedBackspaces`).
 * ``sampling.py``: temperature, top-k, top-p and the draw.
 
 Names are imported lazily so that building the ``seqlevel`` parser does not import torch.
@@ -19,7 +19,10 @@ _EXPORTS = {
     "check_sampling_options": "sampling",
     "choose_actions": "sampling",
     "filter_scores": "sampling",
+    "BanTokens": "steer",
     "BiasAction": "steer",
+    "ForceFirst": "steer",
+    "ForcedBackspaces": "steer",
     "Steer": "steer",
     "StepContext": "steer",
     "force_action": "steer",

@@ -162,6 +162,7 @@ def generate(
     prompt_len, ctx_len = _check_inputs(model, input_ids, attention_mask, max_new_actions, max_new_tokens,
                                         eos_ids, backspace_id)
     device = next(model.parameters()).device
+    mask_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device).long()
     prompt_len = prompt_len.to(device)
     need_hidden = output_hidden_states or bool(getattr(steer, "needs_hidden_states", False))
@@ -243,8 +244,9 @@ def generate(
         done = done | ended | capped
         if step == N - 1 or bool(done.all()):
             break
-        out = model(input_ids=feed[:, None], attention_mask=mask[:, : slot + 1], position_ids=write_at[:, None],
-                    cache=cache, use_cache=True, output_hidden_states=need_hidden)
+        out = model(input_ids=feed[:, None], attention_mask=_additive_mask(mask[:, : slot + 1], mask_dtype),
+                    position_ids=write_at[:, None], cache=cache, use_cache=True,
+                    output_hidden_states=need_hidden)
         logits = out.logits[:, -1].float()  # (B, V)
         if need_hidden:
             hidden = tuple(h[:, -1] for h in out.hidden_states)
@@ -253,26 +255,43 @@ def generate(
     return _collect(input_ids, attention_mask, prompt_len, L, live_tok, actions, n_bksp, reason)
 
 
+def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(B, S)`` 0/1 slot mask -> ``(B, 1, 1, S)`` additive mask (0 or ``finfo.min``) for a one-token step.
+
+    Transformers 5.x passes a 4-D mask to SDPA and eager attention unchanged, so this skips rebuilding it from the
+    2-D mask (with holes, the library cannot take its no-mask shortcut) at every step.
+    """
+    return torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=dtype, device=mask.device).masked_fill_(
+        mask[:, None, None, :] == 0, torch.finfo(dtype).min)
+
+
 def _apply_steer(steer, scores, step, done, L, prompt_len, live_tok, hidden, backspace_id, eos_ids):
-    """Call the hook on the live rows only and write its scores back."""
-    live_rows = (~done).nonzero().squeeze(1)  # (R,)
-    lengths = L[live_rows]
+    """Call the hook on the live rows only and write its scores back (no gather/scatter while every row is live)."""
+    all_live = not bool(done.any())
+    if all_live:  # views, no copies: the common case while no row has finished
+        live_rows, pick = torch.arange(done.shape[0], device=done.device), slice(None)
+    else:
+        live_rows = (~done).nonzero().squeeze(1)  # (R,)
+        pick = live_rows
+    lengths = L[pick]
     ctx = StepContext(
         step=step,
         rows=live_rows,
         live_lengths=lengths,
-        prompt_lengths=prompt_len[live_rows],
-        tokens=live_tok[live_rows, : int(lengths.max())],
-        hidden_states=None if hidden is None else tuple(h[live_rows] for h in hidden),
+        prompt_lengths=prompt_len[pick],
+        tokens=live_tok[pick, : int(lengths.max())],
+        hidden_states=None if hidden is None else tuple(h[pick] for h in hidden),
         backspace_id=backspace_id,
         eos_token_ids=eos_ids,
     )
-    new = steer(scores[live_rows], ctx)
+    new = steer(scores[pick], ctx)
     if new is None:
         return scores
     if new.shape != (len(live_rows), scores.shape[1]):
         raise ValueError(f"steer returned scores of shape {tuple(new.shape)}; expected "
                          f"{(len(live_rows), scores.shape[1])} (one row per ctx.rows entry, full vocabulary)")
+    if all_live:
+        return new.to(scores.dtype)
     scores = scores.clone()
     scores[live_rows] = new.to(scores.dtype)
     return scores

@@ -12,6 +12,10 @@ What a hook can do with this:
 * **choose ``<bksp>`` itself**: return scores with every entry but ``ctx.backspace_id`` at ``-inf`` for the rows
   that must back up (:func:`force_action` does exactly that), e.g. when an attribute estimate drops.
 
+Every steer rule of the package lives here: :func:`force_action`, :class:`BiasAction`, :class:`BanTokens`,
+:class:`ForceFirst` and :class:`ForcedBackspaces` (the CAT rules, which need a model, are in
+:mod:`seqlevel.attributes.steering`).
+
 A hook that needs the model's hidden states sets ``needs_hidden_states = True`` (as an attribute of the callable);
 ``ctx.hidden_states`` then holds, per layer, the hidden state at the live state's last token.
 """
@@ -93,4 +97,70 @@ class BiasAction:
     def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         scores = scores.clone()
         scores[:, self.action_id] += self.bias
+        return scores
+
+
+class BanTokens:
+    """A steer under which the given ids are never chosen (e.g. pad, bos, unk: ids that are not actions).
+
+    Args:
+        ids: token ids to ban; ``None`` entries are skipped (a tokenizer without that special token).
+    """
+
+    needs_hidden_states = False
+
+    def __init__(self, ids):
+        self.ids = sorted({int(i) for i in ids if i is not None})
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        if not self.ids:
+            return scores
+        scores = scores.clone()
+        scores[:, self.ids] = float("-inf")
+        return scores
+
+
+class ForceFirst:
+    """A steer under which each row's first action is given (e.g. an injected wrong character); later steps are
+    left to ``ban`` (or unchanged).
+
+    Args:
+        first_ids: ``(B,)`` the action each row of the batch given to ``generate`` must take at step 0.
+        ban: optional steer applied at every step first (e.g. :class:`BanTokens`).
+    """
+
+    needs_hidden_states = False
+
+    def __init__(self, first_ids: torch.Tensor, ban: Steer | None = None):
+        self.first_ids, self.ban = first_ids, ban
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        if self.ban is not None:
+            scores = self.ban(scores, ctx)
+        if ctx.step == 0:
+            forced = torch.full_like(scores, float("-inf"))
+            forced[torch.arange(len(ctx.rows)), self.first_ids.to(scores.device)[ctx.rows]] = 0.0
+            return forced
+        return scores
+
+
+class ForcedBackspaces:
+    """A steer that backspaces on a fixed schedule and never otherwise (benchmarks: a known backspace share).
+
+    Args:
+        schedule: ``(B, N)`` bool; row ``b`` must take ``<bksp>`` at step ``t`` where ``schedule[b, t]``.
+        backspace_id: the ``<bksp>`` id.
+    """
+
+    needs_hidden_states = False
+
+    def __init__(self, schedule: torch.Tensor, backspace_id: int):
+        self.schedule, self.backspace_id = schedule, backspace_id
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        forced = self.schedule[ctx.rows, ctx.step]  # (R,)
+        # as force_action(scores with <bksp> banned, forced, backspace_id), in one copy: the model itself never
+        # backspaces, only where the schedule says so
+        scores = scores.masked_fill(forced[:, None], float("-inf"))
+        scores[:, self.backspace_id] = torch.where(forced, 0.0, float("-inf"))
         return scores

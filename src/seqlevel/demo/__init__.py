@@ -4,9 +4,11 @@ Sections, one module each:
 
 * (a) :mod:`.markov`: MLE vs MixCE (η sweep) vs the exact reverse-CE objective MixCE* on a bigram world with
   known P: what each does to the JS divergence and to the mass on impossible transitions.
-* (b) :mod:`.arithmetic`: MLE vs BC vs SequenceMatch on add-or-subtract-in-base with noise, and printed
-  examples of the model repairing an injected wrong digit with ``<bksp>``.
-* (c) :mod:`.cat`: CAT on Key-to-Door (win rate against BC and %BC) and on the reviews language (estimation
+* (b) :mod:`.sequencematch`: MLE vs BC vs SequenceMatch on a bigram world with known P: the final-text rate of
+  impossible bigrams after ``<bksp>`` (compounding error).
+* (c) :mod:`.arithmetic`: MLE vs BC vs SequenceMatch fine-tuned from one MLE checkpoint on add-or-subtract-in-base
+  with noise, and printed examples of the model repairing an injected wrong digit with ``<bksp>``.
+* (d) :mod:`.cat`: CAT on Key-to-Door (win rate against BC and %BC) and on the reviews language (estimation
   speed-up over Monte-Carlo sampling, steering, and a per-token credit picture).
 
 Writes ``report.md``, ``metrics.json`` and the PNG figures into ``output_dir``. Every file is written under a
@@ -26,7 +28,7 @@ import torch
 
 from seqlevel.demo.section import Section
 
-SECTIONS = ("markov", "arithmetic", "cat")
+SECTIONS = ("markov", "sequencematch", "arithmetic", "cat")
 
 
 def _section(name: str, quick: bool, progress: bool, workdir: str) -> Section:
@@ -34,6 +36,10 @@ def _section(name: str, quick: bool, progress: bool, workdir: str) -> Section:
         from seqlevel.demo.markov import section_markov
 
         return section_markov(quick, progress=progress)
+    if name == "sequencematch":
+        from seqlevel.demo.sequencematch import section_sequencematch
+
+        return section_sequencematch(quick, progress=progress)
     if name == "arithmetic":
         from seqlevel.demo.arithmetic import section_arithmetic
 

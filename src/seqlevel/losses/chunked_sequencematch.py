@@ -104,11 +104,13 @@ def chunked_sequencematch_loss(
     *,
     lm_head_bias: Tensor | None = None,
     chunk_size: int = 1024,
-    model_reg: float = 0.25,
+    chi2_weight: float = 0.01,
+    model_reg: float | None = None,
     model_mix: float = 0.5,
     occupancy_normalize: bool = True,
     max_phi_slope: float = 10.0,
-    num_sequences: tuple[int, int] | None = None,
+    num_sequences: tuple[int, ...] | None = None,
+    value_on_truncated: bool = False,
     bc_weight: float = 0.0,
     bc_num_items: int | Tensor | None = None,
     return_terms: bool = False,
@@ -120,7 +122,8 @@ def chunked_sequencematch_loss(
             ``last_hidden_state``; slot ``t`` scores ``labels[:, t]``, no shift).
         lm_head_weight: ``(A, d)`` ``model.get_output_embeddings().weight`` (``<bksp>`` row included).
         batch: a :func:`seqlevel.backspace.collate` batch.
-        divergence, gamma, eos, model_reg, model_mix, occupancy_normalize, max_phi_slope, num_sequences: as in
+        divergence, gamma, eos, chi2_weight, model_reg, model_mix, occupancy_normalize, max_phi_slope,
+            num_sequences, value_on_truncated: as in
             :func:`seqlevel.losses.sequencematch_loss`.
         lm_head_bias: optional ``(A,)`` bias. chunk_size: slots per chunk.
         bc_weight: adds ``bc_weight · bc_loss`` (data rows, mean over ``bc_num_items`` targets) from the same pass;
@@ -131,7 +134,7 @@ def chunked_sequencematch_loss(
     Returns:
         A scalar loss (and the terms dict when ``return_terms``).
     """
-    _check_weights(model_reg, model_mix)
+    model_reg = _check_weights(model_reg, model_mix, chi2_weight)
     B, T = hidden.shape[:2]
     # the full-logits checks, on a shape-only stand-in for the (B, T, A) logits that are never built
     _check(torch.empty(B, T, lm_head_weight.shape[0], device="meta"), batch, gamma, divergence, eos)
@@ -139,9 +142,9 @@ def chunked_sequencematch_loss(
     V, Q = chunked_qv(hidden, lm_head_weight, labels, lm_head_bias=lm_head_bias,
                       needed=_needed_slots(batch).to(hidden.device), chunk_size=chunk_size)
     terms = sequencematch_terms_from_qv(V, Q, batch, divergence=divergence, gamma=gamma, eos=eos,
-                                        max_phi_slope=max_phi_slope)
+                                        max_phi_slope=max_phi_slope, chi2_weight=chi2_weight)
     loss, parts = _combine(terms, batch["is_data"], divergence, gamma, model_reg, model_mix, occupancy_normalize,
-                           num_sequences)
+                           num_sequences, value_on_truncated=value_on_truncated)
     bc = loss.detach() * 0.0
     if bc_weight:
         keep = batch["valid"].to(V.device) & batch["is_data"].to(V.device)[:, None] & (labels != IGNORE)

@@ -5,7 +5,8 @@ The LM's logits are soft-Q values over the extended vocabulary (tokens, ``<eos>`
 * ``Q(s, a) = ℓ_θ(a | s)``, ``V(s) = logsumexp_a ℓ_θ(a | s)``, implicit reward ``r = Q(s, a) − γ V(s')`` (eq. 4);
 * the IQ-Learn / Proposition 1 objective to maximise is ``E_ρD[φ(r)] − E_ρ[V(s) − γ V(s')]``; we minimise its
   negative, with every expectation an occupancy-weighted sum over time steps (weights ``γ^i``, §3.5);
-* ``chi2_mix`` (default) adds the model-side χ² regulariser ``¼ E_ρM[r²]`` (LS-IQ's mixture, §3.4).
+* ``chi2_mix`` (default) adds the model-side χ² regulariser ``c·E_ρM[r²]`` (LS-IQ's mixture, §3.4), with the
+  data side ``φ(r) = r − c·r²``.
 
 Layout (from :func:`seqlevel.backspace.collate`): ``logits[:, t]`` are the Q-values of the state held at slot
 ``t``; ``labels[:, t]`` is the action taken there; the next state is slot ``t + 1``; ``valid`` marks slots with a
@@ -16,7 +17,14 @@ Reconstructed choices (RECON in the notes), each a knob with the principled defa
 
 * ``eos="absorbing"``: after ``<eos>`` the state is absorbing and its infinite tail is summed in closed form
   (LS-IQ's ``treat_absorbing_states``); ``eos="done"`` is IQ-Learn's ``y = (1 − done) γ V'`` with no tail.
-* ``model_reg=0.25``: weight of the model-side ``r²`` term (¼ makes the data side exactly ``φ(x) = x − x²/4``).
+* ``chi2_weight=0.01``: the weight ``c`` of the χ² terms, on both sides: ``φ(r) = r − c·r²`` on data and
+  ``c·Ê_M[r²]`` on model rows. ``c = ¼`` is the literal LS-IQ derivation (the paper's ``φ(x) = x − x²/4``); we
+  read the paper's unexplained "α = 0.01" as ``c`` (notes §0.1). Why not ¼: the value term telescopes, so on
+  complete trajectories χ²-mix is γ-weighted BC minus ``c·(Ê_D + Ê_M)[Σ γ^i r_i²]``, and the ``r²`` terms pull the
+  policy towards the zero-reward soft-optimal (maximum-entropy) policy with weight ``c`` against BC's 1; with
+  ``c = ¼`` the optimum of a tabular world is measurably flatter than the expert and, with ``<bksp>``, loops
+  token + ``<bksp>`` (tests/losses/test_sequencematch_tabular.py measures both). ``model_reg`` overrides the
+  model-side weight alone (default: ``chi2_weight``).
 * ``model_mix=0.5``: weight of model trajectories in the value term's ``ρ_mix`` (IQ-Learn's 50/50 batches). When
   the batch (or ``num_sequences``) has no model trajectories, the value term falls back to the data side alone.
 * normalisation: per-sequence γ-weighted sums, averaged over data and over model sequences separately, times
@@ -41,10 +49,10 @@ DIVERGENCES = ("chi2_mix", "chi2", "kl", "reverse_kl", "js", "hellinger", "tv")
 EOS_MODES = ("absorbing", "done")
 
 
-def _phi_exact(divergence: str, r: Tensor) -> Tensor:
+def _phi_exact(divergence: str, r: Tensor, chi2_weight: float = 0.25) -> Tensor:
     # φ(r) = −f*(−r) for D_f(ρ_θ ‖ ρ_data) (§3.3 table)
     if divergence in ("chi2_mix", "chi2"):
-        return r - 0.25 * r**2  # Pearson χ²: the paper's φ(x) = x − x²/4
+        return r - chi2_weight * r**2  # Pearson χ²: the paper's φ(x) = x − x²/4 at chi2_weight = ¼
     if divergence == "kl":
         return 1.0 + torch.log(r)  # forward KL(ρ_data ‖ ρ_θ); r > 0
     if divergence == "reverse_kl":
@@ -67,13 +75,14 @@ def _phi_slope_point(divergence: str, s: float) -> float | None:
     return None
 
 
-def phi(divergence: str, r: Tensor, max_phi_slope: float = 10.0) -> Tensor:
+def phi(divergence: str, r: Tensor, max_phi_slope: float = 10.0, chi2_weight: float = 0.25) -> Tensor:
     """The concave φ of a divergence (§3.3), tangent-continued where it is undefined (see module docstring).
 
     Args:
         divergence: one of ``DIVERGENCES``.
         r: implicit rewards, any shape.
         max_phi_slope: φ's slope at the continuation point (``kl``, ``js``, ``hellinger`` only); must be > 1.
+        chi2_weight: ``c`` in ``φ(r) = r − c·r²`` (``chi2``/``chi2_mix`` only); ¼ is the literal Pearson χ².
 
     Returns:
         ``φ(r)``, same shape as ``r``.
@@ -82,7 +91,7 @@ def phi(divergence: str, r: Tensor, max_phi_slope: float = 10.0) -> Tensor:
         raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES} (the paper used 'chi2_mix')")
     r_lo = _phi_slope_point(divergence, float(max_phi_slope)) if divergence in ("kl", "js", "hellinger") else None
     if r_lo is None:
-        return _phi_exact(divergence, r)
+        return _phi_exact(divergence, r, chi2_weight)
     if not max_phi_slope > 1.0:
         raise ValueError(f"max_phi_slope must be > 1, got {max_phi_slope}; 10 keeps φ' bounded but steep")
     r_lo_t = torch.as_tensor(r_lo, dtype=r.dtype, device=r.device)
@@ -144,13 +153,14 @@ def sequencematch_terms(
     gamma: float = 0.998,
     eos: str = "absorbing",
     max_phi_slope: float = 10.0,
+    chi2_weight: float = 0.01,
 ) -> dict[str, Tensor]:
     """Per-sequence γ-weighted sums of the three SequenceMatch terms (not yet signed, weighted or averaged).
 
     Args:
         logits: ``(B, T, A)`` extended-vocabulary logits of ``model(**model_inputs(batch))``.
         batch: a :func:`seqlevel.backspace.collate` batch.
-        divergence, gamma, eos, max_phi_slope: as in :func:`sequencematch_loss`.
+        divergence, gamma, eos, max_phi_slope, chi2_weight: as in :func:`sequencematch_loss`.
 
     Returns:
         ``phi (B,)``: Σ_i γ^i φ(r_i) (+ absorbing tail); ``r2 (B,)``: Σ_i γ^i r_i² (+ tail); ``value (B,)``:
@@ -162,7 +172,7 @@ def sequencematch_terms(
     # V(s) = log Σ_a exp Q(s, a) over the extended vocabulary (<bksp>, <eos> included); Q(s_t, a_t)
     V, Q = _QV.apply(lg, batch["labels"].to(lg.device).clamp(min=0))  # (B, T), (B, T)
     return sequencematch_terms_from_qv(V, Q, batch, divergence=divergence, gamma=gamma, eos=eos,
-                                       max_phi_slope=max_phi_slope)
+                                       max_phi_slope=max_phi_slope, chi2_weight=chi2_weight)
 
 
 def sequencematch_terms_from_qv(
@@ -174,6 +184,7 @@ def sequencematch_terms_from_qv(
     gamma: float = 0.998,
     eos: str = "absorbing",
     max_phi_slope: float = 10.0,
+    chi2_weight: float = 0.01,
 ) -> dict[str, Tensor]:
     """:func:`sequencematch_terms` given ``V (B, T)`` and ``Q (B, T)``: the arithmetic shared by the full-logits
     and the chunked (hidden-state) losses.
@@ -190,7 +201,7 @@ def sequencematch_terms_from_qv(
     has_r = valid & (labels != IGNORE)
     r = Q - gamma * V_next  # eq. (4): r = Q(s, a) − γ V(s')
     mask = has_r.to(dt)
-    phi_sum = (mask * w * phi(divergence, torch.where(has_r, r, 0.0), max_phi_slope)).sum(1)
+    phi_sum = (mask * w * phi(divergence, torch.where(has_r, r, 0.0), max_phi_slope, chi2_weight)).sum(1)
     r2_sum = (mask * w * r**2).sum(1)
     value_sum = (valid.to(dt) * w * (V - gamma * V_next)).sum(1)  # telescopes over time steps
     if eos == "absorbing":  # closed-form tail at u_K: Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
@@ -198,39 +209,62 @@ def sequencematch_terms_from_qv(
         r_abs = Q - gamma * V  # <eos> in u_K leads back to u_K
         am = a.to(dt)
         tail_w = w / (1.0 - gamma)
-        phi_sum = phi_sum + (am * tail_w * phi(divergence, torch.where(a, r_abs, 0.0), max_phi_slope)).sum(1)
+        phi_sum = phi_sum + (am * tail_w * phi(divergence, torch.where(a, r_abs, 0.0), max_phi_slope,
+                                               chi2_weight)).sum(1)
         r2_sum = r2_sum + (am * tail_w * r_abs**2).sum(1)
         value_sum = value_sum + (eos_abs.to(dt) * w * V).sum(1)
         r = torch.where(a, r_abs, r)
         has_r = has_r | a
-    return {"phi": phi_sum, "r2": r2_sum, "value": value_sum, "r": r.detach(), "V": V.detach(), "has_r": has_r}
+    # occupancy weight of each slot's r (γ^i, or γ^K/(1 − γ) at the absorbing tail): the per-slot gradient scale
+    r_weight = torch.where(eos_abs & (labels != IGNORE), w / (1.0 - gamma), w) if eos == "absorbing" else w
+    return {"phi": phi_sum, "r2": r2_sum, "value": value_sum, "r": r.detach(), "V": V.detach(), "has_r": has_r,
+            "r_weight": (r_weight * has_r.to(dt)).detach(), "complete": eos_abs.any(1)}
 
 
-def _check_weights(model_reg: float, model_mix: float) -> None:
+def _check_weights(model_reg: float | None, model_mix: float, chi2_weight: float = 0.01) -> float:
+    """Validates the weights; returns the model-side ``r²`` weight (``model_reg``, default ``chi2_weight``)."""
     if not 0.0 <= float(model_mix) <= 1.0:
         raise ValueError(f"model_mix must be in [0, 1], got {model_mix}; 0.5 is IQ-Learn's 50/50 mixture")
-    if float(model_reg) < 0.0:
-        raise ValueError(f"model_reg must be >= 0, got {model_reg}; 0.25 gives the χ²-mixture")
+    if not float(chi2_weight) >= 0.0:
+        raise ValueError(f"chi2_weight must be >= 0, got {chi2_weight}; 0.01 is the default (the paper's α), "
+                         "0.25 the literal φ(x) = x − x²/4")
+    if model_reg is None:
+        return float(chi2_weight)
+    if not float(model_reg) >= 0.0:
+        raise ValueError(f"model_reg must be >= 0, got {model_reg}; leave it None to use chi2_weight on both sides")
+    return float(model_reg)
 
 
 def _combine(terms: dict[str, Tensor], is_data: Tensor, divergence: str, gamma: float, model_reg: float,
-             model_mix: float, occupancy_normalize: bool, num_sequences) -> tuple[Tensor, dict[str, Tensor]]:
+             model_mix: float, occupancy_normalize: bool, num_sequences,
+             sequence_weights: Tensor | None = None,
+             value_on_truncated: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
     # the signed, weighted average of the per-sequence terms (value term on whichever side exists)
     is_data = is_data.to(terms["phi"].device)
     d, m = is_data.to(terms["phi"].dtype), (~is_data).to(terms["phi"].dtype)  # (B,)
+    # model rows in the value term: the telescoping identity E_ρ[V − γV'] = (1 − γ)E[V(s_0)] needs complete
+    # trajectories; a rollout cut at max_new_actions would add −γ^K V(s_K), a reward for high V wherever it was cut
+    mv = m if value_on_truncated else m * terms["complete"].to(m.dtype)
+    if sequence_weights is not None:  # importance weights per row: Ê is a weighted mean within each side
+        sw = sequence_weights.to(terms["phi"].device, terms["phi"].dtype)
+        if tuple(sw.shape) != tuple(d.shape) or bool((sw < 0).any()):
+            raise ValueError(f"sequence_weights must be (B,) = {tuple(d.shape)} and >= 0, got shape "
+                             f"{tuple(sw.shape)}; one non-negative weight per row")
+        d, m, mv = d * sw, m * sw, mv * sw
     if num_sequences is None:
-        n_d, n_m = float(is_data.sum()), float((~is_data).sum())
+        n_d, n_m, n_mv = float(d.sum()), float(m.sum()), float(mv.sum())
     else:
         n_d, n_m = float(num_sequences[0]), float(num_sequences[1])
-    lam = model_mix if n_d > 0 and n_m > 0 else (1.0 if n_m > 0 else 0.0)
+        n_mv = float(num_sequences[2]) if len(num_sequences) > 2 else (n_m if value_on_truncated else float(mv.sum()))
+    lam = model_mix if n_d > 0 and n_mv > 0 else (1.0 if n_mv > 0 else 0.0)
     zero = terms["phi"].sum() * 0.0
     loss_data = -(d * terms["phi"]).sum() / n_d if n_d > 0 else zero  # −Ê_D[φ(r)]
     loss_model = model_reg * (m * terms["r2"]).sum() / n_m if divergence == "chi2_mix" and n_m > 0 else zero
     loss_value = zero
     if n_d > 0:
         loss_value = loss_value + (1.0 - lam) * (d * terms["value"]).sum() / n_d
-    if n_m > 0:
-        loss_value = loss_value + lam * (m * terms["value"]).sum() / n_m
+    if n_mv > 0:
+        loss_value = loss_value + lam * (mv * terms["value"]).sum() / n_mv
     scale = (1.0 - gamma) if occupancy_normalize else 1.0
     parts = {"loss_data": scale * loss_data.detach(), "loss_model": scale * loss_model.detach(),
              "loss_value": scale * loss_value.detach()}
@@ -244,18 +278,22 @@ def sequencematch_loss(
     gamma: float = 0.998,
     eos: str = "absorbing",
     *,
-    model_reg: float = 0.25,
+    chi2_weight: float = 0.01,
+    model_reg: float | None = None,
     model_mix: float = 0.5,
     occupancy_normalize: bool = True,
     max_phi_slope: float = 10.0,
-    num_sequences: tuple[int, int] | None = None,
+    num_sequences: tuple[int, ...] | None = None,
+    sequence_weights: Tensor | None = None,
+    value_on_truncated: bool = False,
     return_terms: bool = False,
 ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
     """SequenceMatch loss to minimise (§3.4, §3.7): data and model trajectories in one batch.
 
-    ``L = −Ê_D[Σ γ^i φ(r_i)] + model_reg·Ê_M[Σ γ^i r_i²] + (1−λ)·Ê_D[value] + λ·Ê_M[value]``, times ``(1 − γ)``,
-    where ``Ê_D``/``Ê_M`` average per-sequence sums over data/model rows, ``λ = model_mix``, and the ``r²`` term is
-    present for ``chi2_mix`` only.
+    ``L = −Ê_D[Σ γ^i φ(r_i)] + c_M·Ê_M[Σ γ^i r_i²] + (1−λ)·Ê_D[value] + λ·Ê_M[value]``, times ``(1 − γ)``,
+    where ``Ê_D``/``Ê_M`` average per-sequence sums over data/model rows, ``λ = model_mix``, ``φ(r) = r − c·r²``
+    for the χ² divergences (``c = chi2_weight``), ``c_M = model_reg`` (default ``c``), and the model-side ``r²``
+    term is present for ``chi2_mix`` only.
 
     Args:
         logits: ``(B, T, A)`` logits of ``model(**model_inputs(batch))``, any float dtype (computed in fp32).
@@ -266,23 +304,36 @@ def sequencematch_loss(
             (IQ-Learn calls this one "kl").
         gamma: discount in (0, 1); the paper used 0.998.
         eos: ``"absorbing"`` (closed-form tail) or ``"done"`` (IQ-Learn done-masking).
-        model_reg: weight of the model-side ``r²`` term for ``chi2_mix`` (RECON; ¼ from the LS-IQ derivation).
+        chi2_weight: ``c``, the weight of the χ² terms on both sides (RECON, see the module docstring): 0.01,
+            our reading of the paper's "α = 0.01"; ¼ is the literal LS-IQ/paper φ. IQ-Learn's entropy temperature
+            α_T (``V = α_T·logsumexp(Q/α_T)``) is not a separate knob: at α_T the loss is α_T times this loss at
+            ``c = α_T/4`` on rescaled logits, i.e. the same optimum as ``c = α_T/4`` with a smaller gradient.
+        model_reg: weight of the model-side ``r²`` term for ``chi2_mix``; None (default) uses ``chi2_weight``.
         model_mix: weight of model trajectories in the value term (RECON; ½).
         occupancy_normalize: multiply by ``(1 − γ)`` (an expectation under the normalised occupancy).
         max_phi_slope: tangent continuation of φ for ``kl``/``js``/``hellinger`` (RECON).
-        num_sequences: ``(n_data, n_model)`` in the whole optimizer step, for exact gradient accumulation (the
-            analogue of ``num_items_in_batch``); default: the counts in this batch.
+        num_sequences: ``(n_data, n_model[, n_model_complete])`` in the whole optimizer step, for exact gradient
+            accumulation (the analogue of ``num_items_in_batch``); ``n_model_complete`` counts the model rows that
+            ended in ``<eos>`` (the value term's model side). Default: the counts (or summed ``sequence_weights``)
+            in this batch.
+        sequence_weights: optional ``(B,)`` non-negative weight per row (e.g. exact trajectory probabilities,
+            importance weights): each side's average becomes a weighted average. None: every row counts 1.
+        value_on_truncated: also put model rows that never reached ``<eos>`` (cut at the rollout cap) in the value
+            term. Default False (RECON): the value term telescopes to ``(1 − γ)E[V(s_0)]`` only over complete
+            trajectories; a truncated row adds ``−γ^K V(s_K)``, which rewards high V wherever the rollout was cut
+            (in the tabular instrument it decides the policy at off-data states). Truncated rows keep their
+            ``r²`` terms.
         return_terms: also return the per-sequence terms and diagnostics.
 
     Returns:
         A scalar loss (and the terms of :func:`sequencematch_terms` plus ``loss_data``/``loss_model``/
         ``loss_value`` when ``return_terms``).
     """
-    _check_weights(model_reg, model_mix)
+    model_reg = _check_weights(model_reg, model_mix, chi2_weight)
     terms = sequencematch_terms(logits, batch, divergence=divergence, gamma=gamma, eos=eos,
-                                max_phi_slope=max_phi_slope)
+                                max_phi_slope=max_phi_slope, chi2_weight=chi2_weight)
     loss, parts = _combine(terms, batch["is_data"], divergence, gamma, model_reg, model_mix, occupancy_normalize,
-                           num_sequences)
+                           num_sequences, sequence_weights, value_on_truncated)
     return (loss, {**terms, **parts}) if return_terms else loss
 
 

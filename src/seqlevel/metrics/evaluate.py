@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from seqlevel.backspace.vocab import BACKSPACE_TOKEN
 from seqlevel.io import atomic_write_json, atomic_write_text
+from seqlevel.metrics.mauve import mauve_with_error_bars, report_line
 
 
 @dataclass
@@ -31,6 +32,8 @@ class EvalConfig:
     backspace: bool | None = None  # None: use <bksp> if the tokenizer has it
     featurizer: str | None = None
     mauve: bool = True
+    mauve_seeds: int = 5  # k-means seeds: MAUVE is reported as mean ± std over them
+    mauve_max_tokens: int | None = None  # truncation of both sides; None: the shorter side's median length
     seed: int = 0
     batch_size: int = 16
     output_dir: str = "runs/evaluate"
@@ -58,7 +61,6 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         backspace_usage,
         distinct_ngram_diversity,
         length_stats,
-        mauve,
         ngram_entropy,
         perplexity,
         rep_n,
@@ -71,6 +73,10 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         raise ValueError(f"--num-samples must be >= 2 (MAUVE and diversity compare sets), got {cfg.num_samples}")
     if cfg.max_new_actions < 1:
         raise ValueError(f"--max-new-actions must be >= 1, got {cfg.max_new_actions}")
+    if cfg.mauve_seeds < 1:
+        raise ValueError(f"--mauve-seeds must be >= 1, got {cfg.mauve_seeds}; 5 seeds give a usable std")
+    if cfg.mauve_max_tokens is not None and cfg.mauve_max_tokens < 1:
+        raise ValueError(f"--mauve-max-tokens must be >= 1, got {cfg.mauve_max_tokens}; omit it for the default")
     if os.path.isfile(cfg.output_dir):
         raise ValueError(f"--output-dir {cfg.output_dir!r} is a file; pass a directory path")
     if cfg.mauve:
@@ -138,9 +144,11 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         else:
             feat_model, feat_tok = model, tok
         n = len(human)
-        res = mauve(p_texts=human, q_texts=model_texts, featurizer=feat_model, featurizer_tokenizer=feat_tok,
-                    num_buckets=max(2, min(50, n // 10)), kmeans_num_redo=1, kmeans_max_iter=100, seed=cfg.seed)
-        metrics["mauve"] = float(res.mauve)
+        res = mauve_with_error_bars(p_texts=human, q_texts=model_texts, featurizer=feat_model,
+                                    featurizer_tokenizer=feat_tok, featurizer_name=cfg.featurizer or cfg.model,
+                                    num_seeds=cfg.mauve_seeds, seed=cfg.seed, max_tokens=cfg.mauve_max_tokens,
+                                    num_buckets=max(2, min(50, n // 10)), kmeans_num_redo=1, kmeans_max_iter=100)
+        metrics["mauve"] = res.to_dict()  # mean, std, seeds, max_tokens, featurizer, feature_dim, meaningful, ...
         metrics["featurizer"] = cfg.featurizer or cfg.model
     # atomic: readers (and a run killed mid-write) see the old file or the whole new one, never half of it
     atomic_write_json(os.path.join(cfg.output_dir, "metrics.json"), metrics)
@@ -155,7 +163,7 @@ def _report(m: dict, human: list[str], model: list[str]) -> str:
             ("unigram entropy (nats)", f"{m['unigram_entropy']:.3f}"),
             ("mean length (model / human)", f"{m['length']['mean']:.1f} / {m['human_length']['mean']:.1f}")]
     if "mauve" in m:
-        rows.append(("MAUVE", f"{m['mauve']:.3f}"))
+        rows.append(("MAUVE", report_line(m["mauve"])))
     if "backspace" in m:
         rows.append(("backspace rate", f"{m['backspace']['rate']:.3f}"))
     lines = [f"# Evaluation of `{m['model']}` on `{m['data']}`", "",

@@ -4,12 +4,19 @@
 Features follow the package's own recipe — the final-layer hidden state at the last real token — but are
 computed here with any local model (our tiny models included), so nothing is downloaded. Human (p) features
 are usually shared by every compared model: :class:`FeatureCache` computes them once.
+
+:func:`mauve_with_error_bars` is what ``seqlevel evaluate`` reports, for three known weaknesses of a single score:
+the k-means clustering's seed moves MAUVE by as much as the gaps papers report (so it runs several seeds and gives
+mean ± std); texts of different lengths give meaningless scores (so both sides are truncated to the same number
+of featurizer tokens, recorded, and a remaining length gap or too few samples is flagged instead of hidden); and a
+score is comparable only under one featurizer (so its name and feature dimension travel with the score).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -76,7 +83,7 @@ class FeatureCache:
 
     def get(self, texts: Sequence[str], model, tokenizer, **kw) -> np.ndarray:
         name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-        k = self.key(texts, f"{name}:{id(model)}")
+        k = self.key(texts, f"{name}:{id(model)}:{sorted(kw.items())}")  # max_length changes the features
         if k not in self._store:
             self._store[k] = featurize(texts, model, tokenizer, **kw)
         return self._store[k]
@@ -122,3 +129,136 @@ def mauve(p_features: np.ndarray | None = None, q_features: np.ndarray | None = 
         raise ValueError(f"p and q features differ in width ({p.shape[1]} vs {q.shape[1]}); use one featurizer")
     mauve_options.setdefault("verbose", False)
     return lib.compute_mauve(p_features=p, q_features=q, **mauve_options)
+
+
+# Below these, a MAUVE number is flagged as not meaningful (``MauveResult.warning``) rather than reported.
+MIN_SAMPLES = 50  # per side; mauve-text's authors use 5,000, and small n biases MAUVE up and widens its spread
+MIN_LENGTH_RATIO = 0.8  # shorter side's mean token count / longer side's, after truncation
+
+
+@dataclass
+class MauveResult:
+    """MAUVE over several k-means seeds, with what a reader needs to compare it.
+
+    Attributes:
+        mean / std: over the seeds (``std`` is the sample standard deviation, ddof = 1; 0 for one seed).
+        scores: one MAUVE per seed. seeds: the k-means seeds used.
+        max_tokens: both sides were truncated to this many featurizer tokens (``None``: given as features).
+        featurizer: name or path of the model that made the features. feature_dim: their width.
+        num_p / num_q: samples per side (p = reference, q = model).
+        mean_tokens_p / mean_tokens_q: mean featurizer tokens per text after truncation (``None`` for features).
+        num_buckets: k-means clusters.
+        meaningful: False when too few samples or unequal lengths make the number meaningless.
+        warning: why not (``None`` when meaningful).
+    """
+
+    mean: float
+    std: float
+    scores: list[float]
+    seeds: list[int]
+    max_tokens: int | None
+    featurizer: str
+    feature_dim: int
+    num_p: int
+    num_q: int
+    mean_tokens_p: float | None
+    mean_tokens_q: float | None
+    num_buckets: int
+    meaningful: bool
+    warning: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _token_lengths(texts: Sequence[str], tokenizer) -> list[int]:
+    return [len(x) for x in tokenizer(list(texts), truncation=False)["input_ids"]]
+
+
+def _validity(n_p: int, n_q: int, len_p: float | None, len_q: float | None, max_tokens: int | None,
+              min_samples: int) -> str | None:
+    problems = []
+    if min(n_p, n_q) < min_samples:
+        problems.append(f"too few samples ({n_p} reference, {n_q} model; at least {min_samples} per side are needed, "
+                        "the MAUVE authors use 5,000): the score is biased upward and varies widely")
+    if len_p is not None and len_q is not None and min(len_p, len_q) < MIN_LENGTH_RATIO * max(len_p, len_q):
+        problems.append(f"unequal lengths after truncation to {max_tokens} tokens (reference texts average "
+                        f"{len_p:.1f} tokens, model texts {len_q:.1f}): the score would mostly measure length; "
+                        "generate longer texts or lower the truncation length")
+    return "; ".join(problems) or None
+
+
+def mauve_with_error_bars(p_features: np.ndarray | None = None, q_features: np.ndarray | None = None, *,
+                          p_texts: Sequence[str] | None = None, q_texts: Sequence[str] | None = None,
+                          featurizer=None, featurizer_tokenizer=None, featurizer_name: str | None = None,
+                          num_seeds: int = 5, seed: int = 0, max_tokens: int | None = None,
+                          min_samples: int = MIN_SAMPLES, cache: FeatureCache | None = None,
+                          **mauve_options) -> MauveResult:
+    """MAUVE mean ± std over ``num_seeds`` k-means seeds, both sides truncated to the same token length.
+
+    Give each side as features ``(n, d)`` or as texts plus ``featurizer``/``featurizer_tokenizer`` (as in
+    :func:`mauve`). With texts, every text is cut to ``max_tokens`` featurizer tokens; the default is the smaller of
+    the two sides' median lengths, so typical texts of both sides end at the same length. The features are computed
+    once; only the clustering is repeated, with seeds ``seed, seed + 1, ...``.
+
+    Args:
+        p_features / q_features: ``(n, d)`` reference / model features.
+        p_texts / q_texts: reference / model texts (instead of features).
+        featurizer / featurizer_tokenizer: a local Hugging Face model and its tokenizer, for texts.
+        featurizer_name: recorded with the score (default: the featurizer's ``name_or_path``, or ``"features"``).
+        num_seeds: k-means seeds (>= 1; 5 by default). seed: the first seed.
+        max_tokens: truncation length in featurizer tokens (texts only; default: see above).
+        min_samples: below this many samples per side the result is flagged as not meaningful.
+        cache: a :class:`FeatureCache` to reuse features across calls.
+        **mauve_options: passed to ``mauve.compute_mauve`` (``num_buckets``, ``kmeans_num_redo``, ...).
+
+    Returns:
+        :class:`MauveResult` (``.to_dict()`` is what ``metrics.json`` holds under ``"mauve"``).
+    """
+    if num_seeds < 1:
+        raise ValueError(f"num_seeds must be >= 1, got {num_seeds}; 5 seeds give a usable standard deviation")
+    len_p = len_q = None
+    if p_texts is not None or q_texts is not None:
+        if p_texts is None or q_texts is None:
+            raise ValueError("give both p_texts and q_texts (the same featurizer must see both sides), or both "
+                             "sides as features")
+        if featurizer is None or featurizer_tokenizer is None:
+            raise ValueError("texts need featurizer= and featurizer_tokenizer= (any local HF model)")
+        if len(p_texts) == 0 or len(q_texts) == 0:
+            raise ValueError(f"got {len(p_texts)} reference and {len(q_texts)} model texts; both sides need texts")
+        lp, lq = _token_lengths(p_texts, featurizer_tokenizer), _token_lengths(q_texts, featurizer_tokenizer)
+        if max_tokens is None:
+            max_tokens = max(1, int(min(np.median(lp), np.median(lq))))
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        len_p = float(np.mean(np.minimum(lp, max_tokens)))
+        len_q = float(np.mean(np.minimum(lq, max_tokens)))
+        get = cache.get if cache is not None else (lambda t, m, tk, **k: featurize(t, m, tk, **k))
+        p_features = get(list(p_texts), featurizer, featurizer_tokenizer, max_length=max_tokens)
+        q_features = get(list(q_texts), featurizer, featurizer_tokenizer, max_length=max_tokens)
+        if featurizer_name is None:
+            featurizer_name = getattr(getattr(featurizer, "config", None), "_name_or_path", "") or type(featurizer).__name__
+    elif p_features is None or q_features is None:
+        raise ValueError("pass p_features and q_features ((n, d) arrays), or p_texts and q_texts with a featurizer")
+    seeds = list(range(seed, seed + num_seeds))
+    results = [mauve(p_features, q_features, seed=s, **mauve_options) for s in seeds]
+    # The divergence-curve area carries ~1e-16 of summation noise that depends on how clusters are numbered;
+    # rounding it away makes identical sets score exactly alike under every seed (std exactly 0).
+    scores = [round(float(r.mauve), 12) for r in results]
+    n_p, n_q = int(np.asarray(p_features).shape[0]), int(np.asarray(q_features).shape[0])
+    warning = _validity(n_p, n_q, len_p, len_q, max_tokens, min_samples)
+    return MauveResult(
+        mean=float(np.mean(scores)), std=float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+        scores=scores, seeds=seeds, max_tokens=max_tokens, featurizer=featurizer_name or "features",
+        feature_dim=int(np.asarray(p_features).shape[1]), num_p=n_p, num_q=n_q, mean_tokens_p=len_p,
+        mean_tokens_q=len_q, num_buckets=int(results[0].num_buckets), meaningful=warning is None, warning=warning)
+
+
+def report_line(m: dict) -> str:
+    """The ``report.md`` cell for a :meth:`MauveResult.to_dict`: ``mean ± std`` and what it depends on, or why
+    there is no number."""
+    setting = (f"{len(m['seeds'])} k-means seeds, {m['num_p']}/{m['num_q']} samples, truncated to "
+               f"{m['max_tokens']} tokens, featurizer `{m['featurizer']}` (d = {m['feature_dim']})")
+    if not m["meaningful"]:
+        return f"not reported: {m['warning']} ({setting}; the numbers are in metrics.json)"
+    return f"{m['mean']:.3f} ± {m['std']:.3f} ({setting})"

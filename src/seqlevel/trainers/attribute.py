@@ -25,6 +25,7 @@ from seqlevel.attributes.model import HEAD_WEIGHTS, AttributeModel
 from seqlevel.data import CausalLMCollator, tokenize_dataset
 from seqlevel.losses.attribute import attribute_loss, check_attribute_labels, consistency_loss
 from seqlevel.losses.token_weighted import mle_loss
+from seqlevel.trainers.callbacks import attach, credit_example
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
 from seqlevel.trainers.distributed import check_distributed_setup
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
@@ -168,6 +169,7 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             data_collator = AttributeCollator(pad, args.attribute_kind, args.num_classes)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=data_collator, **kwargs)
+        attach(self, credit_example(self))  # a credit map in the training logs (trainers/callbacks.py)
 
     def cat_losses(self, model, inputs: dict, num_items_in_batch=None) -> dict[str, torch.Tensor]:
         """``{"lm", "attribute", "consistency"}`` for one batch (each normalised by ``num_items_in_batch``).

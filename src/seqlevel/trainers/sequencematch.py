@@ -24,9 +24,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from seqlevel.backspace import add_backspace_token, augment_with_noise, collate, encode, model_inputs
-from seqlevel.decoding import context_length, generate
+from seqlevel.decoding import BanTokens, context_length, generate
 from seqlevel.losses import bc_loss, sequencematch_loss
 from seqlevel.losses.sequencematch import DIVERGENCES, EOS_MODES
+from seqlevel.trainers.callbacks import RolloutTableCallback, attach, notify_rollouts
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
 from seqlevel.trainers.distributed import check_distributed_setup, rank_share, sum_over_ranks
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
@@ -47,7 +48,14 @@ class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
             occupancy then sits in the absorbing tail after ``<eos>``; a smaller γ weights the actions more.
         eos_handling: ``"absorbing"`` (closed-form tail after ``<eos>``, §3.5 option A) or ``"done"`` (IQ-Learn
             done-masking, V(terminal) = 0).
-        model_reg: weight of the model-side ``r²`` term of ``chi2_mix`` (¼ gives the χ²-mixture exactly).
+        chi2_weight: the weight ``c`` of the χ² terms on both sides: ``φ(r) = r − c·r²`` on data rows and
+            ``c·Ê_M[r²]`` on model rows (RECON; our reading of the paper's "α = 0.01"). ¼ is the literal
+            ``φ(x) = x − x²/4``; its ``r²`` terms pull the policy towards maximum entropy and, with ``<bksp>``,
+            into token + ``<bksp>`` loops (see :mod:`seqlevel.losses.sequencematch` and docs/results.md).
+        model_reg: override of the model-side ``r²`` weight alone (None: ``chi2_weight``).
+        occupancy_normalize: multiply the SM loss by ``(1 − γ)`` (an expectation under the normalised occupancy).
+        value_on_truncated: also put rollouts cut at ``max_new_actions`` in the value term (default False: only
+            complete rollouts, for which the value term telescopes; see :func:`seqlevel.losses.sequencematch_loss`).
         model_mix: weight of model rows in the value term's mixture occupancy (½: IQ-Learn's 50/50 batches).
         bc_warmup_steps: optimizer steps of behaviour cloning alone before SequenceMatch starts (Algorithm 1).
         sm_weight: the convex weight ``w`` of the SequenceMatch loss after warm-up: ``(1 − w)·BC + w·SM``;
@@ -77,7 +85,12 @@ class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
     divergence: str = field(default="chi2_mix", metadata={"help": f"one of {DIVERGENCES}"})
     gamma: float = field(default=0.998, metadata={"help": "discount in (0, 1); the paper used 0.998"})
     eos_handling: str = field(default="absorbing", metadata={"help": "absorbing | done"})
-    model_reg: float = field(default=0.25, metadata={"help": "weight of the model-side r² term (chi2_mix)"})
+    chi2_weight: float = field(default=0.01, metadata={"help": "weight c of the χ² terms: φ(r) = r − c r² on data, "
+                                                               "c·E_model[r²] (0.25 = the literal x − x²/4)"})
+    model_reg: float | None = field(default=None, metadata={"help": "model-side r² weight (default chi2_weight)"})
+    occupancy_normalize: bool = field(default=True, metadata={"help": "scale the SM loss by (1 − γ)"})
+    value_on_truncated: bool = field(default=False, metadata={"help": "value term also on rollouts cut at "
+                                                                      "max_new_actions"})
     model_mix: float = field(default=0.5, metadata={"help": "weight of model rows in the value term"})
     bc_warmup_steps: int = field(default=100, metadata={"help": "behaviour-cloning steps before SequenceMatch"})
     sm_weight: float = field(default=0.5, metadata={"help": "convex weight w of SM: (1-w) BC + w SM"})
@@ -106,8 +119,12 @@ class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
             raise ValueError(f"gamma must be in (0, 1), got {self.gamma}; the paper used 0.998")
         if self.eos_handling not in EOS_MODES:
             raise ValueError(f"eos_handling must be one of {EOS_MODES}, got {self.eos_handling!r}")
-        if self.model_reg < 0 or not 0.0 <= self.model_mix <= 1.0:
-            raise ValueError(f"need model_reg >= 0 and model_mix in [0, 1], got {self.model_reg}, {self.model_mix}")
+        if not self.chi2_weight >= 0:
+            raise ValueError(f"chi2_weight must be >= 0, got {self.chi2_weight}; 0.01 is the default, 0.25 the "
+                             "literal φ(x) = x − x²/4")
+        if (self.model_reg is not None and self.model_reg < 0) or not 0.0 <= self.model_mix <= 1.0:
+            raise ValueError(f"need model_reg >= 0 (or None) and model_mix in [0, 1], got {self.model_reg}, "
+                             f"{self.model_mix}")
         if self.bc_warmup_steps < 0:
             raise ValueError(f"bc_warmup_steps must be >= 0, got {self.bc_warmup_steps}")
         if not 0.0 <= self.sm_weight <= 1.0:
@@ -186,27 +203,41 @@ def _examples(dataset, tokenizer, args: SequenceMatchConfig) -> list[tuple[list[
     return out
 
 
+def gradient_shares(terms: dict, batch: dict, backspace_id: int, args) -> dict[str, float]:
+    """Where the SM gradient goes: the share of ``Σ |∂L_SM/∂r|`` on ordinary token slots, ``<bksp>`` slots and the
+    absorbing tail after ``<eos>``, on data rows and on model rows (``sm/grad_share_{data,model}_{token,bksp,tail}``).
+
+    ``∂L/∂r`` per slot is analytic: ``−occ·φ'(r)`` on data rows and ``2·c_M·occ·r`` on model rows (``occ``: the
+    slot's occupancy weight, γ^i or γ^K/(1 − γ) at the tail); for the share, row normalisers cancel within a side.
+    """
+    r, occ, has = terms["r"], terms["r_weight"], terms["has_r"]
+    labels, is_d = batch["labels"].to(r.device), batch["is_data"].to(r.device)[:, None]
+    tail = batch["eos_abs"].to(r.device) & has
+    c = args.chi2_weight
+    c_m = args.model_reg if args.model_reg is not None else c
+    if args.divergence in ("chi2", "chi2_mix"):
+        g_data = (1.0 - 2.0 * c * r).abs()
+    else:
+        g_data = torch.ones_like(r)  # other φ': only the occupancy weights are compared
+    g_model = (2.0 * c_m * r).abs() if args.divergence == "chi2_mix" else torch.zeros_like(r)
+    out = {}
+    for side, sel, g in (("data", is_d & has, g_data), ("model", ~is_d & has, g_model)):
+        mass = occ * g * sel
+        total = float(mass.sum())
+        if total <= 0:
+            continue
+        bk = (labels == backspace_id) & ~tail
+        out[f"sm/grad_share_{side}_tail"] = float(mass[tail].sum()) / total
+        out[f"sm/grad_share_{side}_bksp"] = float(mass[bk].sum()) / total
+        out[f"sm/grad_share_{side}_token"] = float(mass[~tail & ~bk].sum()) / total
+    return out
+
+
 class _IndexCollator:
     """Batches of dataset indices; the trainer turns them into encoded trajectories (see ``get_batch_samples``)."""
 
     def __call__(self, features):
         return {"sm_index": torch.tensor([int(f["sm_index"]) for f in features], dtype=torch.long)}
-
-
-class BanTokens:
-    """Steer for :func:`seqlevel.decoding.generate`: ids that are not actions (pad, bos, unk) are never sampled."""
-
-    needs_hidden_states = False
-
-    def __init__(self, ids):
-        self.ids = sorted({int(i) for i in ids if i is not None})
-
-    def __call__(self, scores: torch.Tensor, ctx) -> torch.Tensor:
-        if not self.ids:
-            return scores
-        scores = scores.clone()
-        scores[:, self.ids] = float("-inf")
-        return scores
 
 
 def _apply_peft(model, peft_config, backspace_id: int | None):
@@ -303,6 +334,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         index_ds = datasets.Dataset.from_dict({"sm_index": list(range(len(examples)))})
         super().__init__(model=model, args=args, train_dataset=index_ds, processing_class=tok,
                          data_collator=_IndexCollator(), **kwargs)
+        attach(self, RolloutTableCallback())  # rollout tables in the training logs (trainers/callbacks.py)
 
     # ----- data ---------------------------------------------------------------------------------------------
     def _augment_and_encode(self, examples, args, noise_fn, tok):
@@ -371,6 +403,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             rollouts.append(Rollout(p, acts, step))
         self.replay.add(rollouts)
         self._refreshed_at = step
+        notify_rollouts(self, out, self.backspace_id if a.use_backspace else None)  # e.g. RolloutTableCallback
 
     def _encoded_rollout(self, r: Rollout):
         if r.encoded is None:
@@ -409,9 +442,10 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             batches.append(batch)
         n_bc = sum(int((b["valid"] & b["is_data"][:, None] & (b["labels"] != -100)).sum()) for b in batches)
         n_d, n_m = sum(int(b["is_data"].sum()) for b in batches), sum(int((~b["is_data"]).sum()) for b in batches)
+        n_mc = sum(int((~b["is_data"] & b["eos_abs"].any(1)).sum()) for b in batches)  # complete model rows
         if a.average_tokens_across_devices:  # the whole step's counts over all ranks (compute_loss undoes DDP's mean)
-            n_bc, n_d, n_m = sum_over_ranks(self.accelerator, [n_bc, n_d, n_m], device)
-        self._step_counts = (max(n_bc, 1), n_d, n_m)
+            n_bc, n_d, n_m, n_mc = sum_over_ranks(self.accelerator, [n_bc, n_d, n_m, n_mc], device)
+        self._step_counts = (max(n_bc, 1), n_d, n_m, n_mc)
         return batches, torch.tensor(max(n_bc, 1), device=device)
 
     # ----- loss ---------------------------------------------------------------------------------------------
@@ -422,8 +456,9 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         counts = getattr(self, "_step_counts", None)
         if counts is None:  # called outside get_batch_samples (e.g. by hand): this batch is the whole step
             counts = (max(int((inputs["valid"] & inputs["is_data"][:, None] & (inputs["labels"] != -100)).sum()), 1),
-                      int(inputs["is_data"].sum()), int((~inputs["is_data"]).sum()))
-        n_bc, n_d, n_m = counts
+                      int(inputs["is_data"].sum()), int((~inputs["is_data"]).sum()),
+                      int((~inputs["is_data"] & inputs["eos_abs"].any(1)).sum()))
+        n_bc, n_d, n_m, n_mc = counts
         w = float(inputs.get("sm_weight", torch.tensor(0.0)))
         outputs = model(**model_inputs(inputs), use_cache=False)
         logits = outputs.logits  # (B, T, A): slot t scores labels[:, t], no shift
@@ -433,8 +468,10 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         log = self._sm_logs
         if w > 0:
             sm, terms = sequencematch_loss(logits, inputs, a.divergence, a.gamma, a.eos_handling,
-                                           model_reg=a.model_reg, model_mix=a.model_mix,
-                                           num_sequences=(n_d, n_m), return_terms=True)
+                                           chi2_weight=a.chi2_weight, model_reg=a.model_reg, model_mix=a.model_mix,
+                                           occupancy_normalize=a.occupancy_normalize,
+                                           value_on_truncated=a.value_on_truncated,
+                                           num_sequences=(n_d, n_m, n_mc), return_terms=True)
             loss = loss + w * sm
             guarded["sm"] = sm
             magnitudes = {"V": terms["V"][terms["has_r"]], "r": terms["r"][terms["has_r"]]}
@@ -447,6 +484,8 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
                     log.setdefault(f"sm/r_std_{name}", []).append(float(r.std()) if r.numel() > 1 else 0.0)
                     log.setdefault(f"sm/V_mean_{name}", []).append(float(terms["V"][sel].mean()))
             log.setdefault("sm/loss_sm", []).append(float(sm.detach()))
+            for k, v in gradient_shares(terms, inputs, self.backspace_id, a).items():
+                log.setdefault(k, []).append(v)
         log.setdefault("sm/weight", []).append(w)
         if a.use_backspace:
             dm = inputs["valid"] & inputs["is_data"][:, None]

@@ -1,0 +1,298 @@
+"""``seqlevel bench markov-backspace``: does ``<bksp>`` cut compounding error where the truth is known?
+
+The bigram world of :mod:`seqlevel.tasks.markov` (true P, about half of the transitions forbidden), learned by a
+small causal transformer over the whole history (it can carry state, unlike the bigram MLP of ``bench markov``).
+Per seed, all on the same data:
+
+* ``mle``: clean data, no ``<bksp>``, ``pretrain_steps`` steps;
+* ``bc``: MLE on data with ground-truth noise (after token ``t`` a token ``u`` with ``P(u | t) = 0`` is inserted
+  and deleted by ``<bksp>``, so noise states are never data states), ``pretrain_steps`` steps;
+* ``bc_continued``: ``bc`` trained on for ``finetune_steps`` more steps (the control of the fine-tunes below);
+* ``sequencematch``: ``bc``'s checkpoint fine-tuned ``finetune_steps`` steps with ``(1 − w)·BC + w·SM`` on
+  the model's own rollouts (Algorithm 1 without warm-up);
+* ``tv``: the same with ``divergence="tv"`` (φ linear, no ``r²`` terms: γ-weighted BC on data and rollouts' value
+  term only), the control that shows what the χ² terms add.
+
+Every metric is on the *final text after backspaces* of ``n_samples`` model samples (see
+:func:`seqlevel.tasks.markov_backspace.final_text_metrics`), plus the token-only dev NLL (``<bksp>`` removed from
+the softmax, a proper score) and the exact forbidden mass along the model's own rollouts. The trainer's default
+learning rate (5e-5) barely moves a small model from scratch, so the bench sets its own (``lr``,
+``finetune_lr``); every run records its training curve (dev token NLL every ``eval_every`` steps).
+
+``--json`` prints ``{"results": [{"method", "seed", "impossible_rate", "impossible_seq_rate", "token_nll",
+"false_deletion_rate", "avg_js", "avg_zero_mass", "backspace_rate", "seconds", ...}], "summary": [...]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+
+METHODS = ("mle", "bc", "bc_continued", "sequencematch", "tv")
+
+
+@dataclass
+class Config:
+    """One configuration of the benchmark (``--quick`` and the default are instances)."""
+
+    vocab_size: int = 21
+    """V of the Markov world (PAD/BOS + tokens + EOS), as in ``bench markov``."""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """World and training seeds (one world per seed)."""
+    methods: tuple[str, ...] = METHODS
+    """Subset of mle, bc, bc_continued, sequencematch, tv."""
+    n_train: int = 10_000
+    """Training sequences drawn from P (those longer than ``max_tokens`` are dropped)."""
+    n_dev: int = 1_000
+    """Dev sequences for the token-only NLL."""
+    max_tokens: int = 32
+    """Longest sequence kept (EOS included): the world conditioned on length ≤ max_tokens."""
+    p_noise: float = 0.1
+    """Noise insertion probability per data action (bc and the fine-tunes)."""
+    n_layer: int = 2
+    n_embd: int = 64
+    pretrain_steps: int = 2000
+    """Optimizer steps of mle and bc."""
+    finetune_steps: int = 800
+    """Optimizer steps of bc_continued, sequencematch and tv from bc's checkpoint."""
+    batch_size: int = 32
+    lr: float = 3e-3
+    """Peak learning rate of the from-scratch runs (linear warm-up, then constant)."""
+    finetune_lr: float = 1e-3
+    """Constant learning rate of the fine-tunes."""
+    sm_weight: float = 0.5
+    """Convex weight w of SM in the sequencematch and tv fine-tunes."""
+    chi2_weight: float = 0.01
+    gamma: float = 0.998
+    eos_handling: str = "absorbing"
+    occupancy_normalize: bool = True
+    sample_every: int = 4
+    rollouts_per_refresh: int = 32
+    replay_batch_size: int = 16
+    replay_buffer_size: int = 256
+    max_new_actions: int = 48
+    """Cap on actions per rollout and per evaluation sample."""
+    n_samples: int = 4000
+    """Model samples scored per run (a converged BC model's impossible rate is ~0.1% per token)."""
+    eval_every: int = 500
+    """Steps between points of the training curve (dev token NLL)."""
+    threads: int = 1
+    extra: dict = field(default_factory=dict)
+    """Extra SequenceMatchConfig fields for the sequencematch fine-tune (pilots)."""
+
+
+QUICK = Config(seeds=(0,), n_train=2000, n_dev=300, pretrain_steps=300, finetune_steps=100, n_samples=400,
+               eval_every=100, n_embd=32, rollouts_per_refresh=16)
+
+
+def _model(cfg: Config, tok, seed: int):
+    from seqlevel.presets import tiny_model
+
+    return tiny_model("tiny-gpt2", tokenizer=tok, seed=seed, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=4,
+                      n_positions=cfg.max_tokens * 3 + 8, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+def _curve_callback(cfg: Config, p, dev, tok, curve: list):
+    from transformers import TrainerCallback
+
+    from seqlevel.tasks.markov_backspace import token_nll
+
+    class Curve(TrainerCallback):
+        def __init__(self):
+            self.trainer = None
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step % cfg.eval_every == 0 or state.global_step == state.max_steps:
+                t = self.trainer
+                bk = t.backspace_id if t.args.use_backspace else None
+                curve.append([state.global_step, token_nll(t.model, p, dev, tok, bk, cfg.max_tokens)])
+
+    return Curve()
+
+
+def _train(cfg: Config, model, tok, ds, p, dev, seed: int, *, steps: int, lr: float, schedule: str, noise: bool,
+           sm_weight: float = 0.0, divergence: str = "chi2_mix", extra: dict | None = None, out: str):
+    from transformers import PrinterCallback
+
+    from seqlevel.tasks.markov_backspace import forbidden_noise
+    from seqlevel.trainers import SequenceMatchConfig, SequenceMatchTrainer
+
+    args = SequenceMatchConfig(
+        output_dir=out, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=seed,
+        max_steps=steps, per_device_train_batch_size=cfg.batch_size, learning_rate=lr, lr_scheduler_type=schedule,
+        warmup_steps=min(100, steps // 10) if schedule != "constant" else 0, weight_decay=0.0,
+        logging_steps=max(steps // 5, 1), use_backspace=noise, p_noise=cfg.p_noise if noise else 0.0,
+        noise_type="task", bc_warmup_steps=0 if sm_weight > 0 else steps, sm_weight=sm_weight,
+        divergence=divergence, gamma=cfg.gamma, chi2_weight=cfg.chi2_weight, eos_handling=cfg.eos_handling,
+        occupancy_normalize=cfg.occupancy_normalize, sample_every=cfg.sample_every,
+        rollouts_per_refresh=cfg.rollouts_per_refresh, replay_batch_size=cfg.replay_batch_size,
+        replay_buffer_size=cfg.replay_buffer_size, max_new_actions=cfg.max_new_actions, max_length=cfg.max_tokens + 1,
+        dataloader_drop_last=True, **(extra or {}))
+    curve: list = []
+    cb = _curve_callback(cfg, p, dev, tok, curve)
+    trainer = SequenceMatchTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                   noise_fn=forbidden_noise(p, int(tok.eos_token_id)), callbacks=[cb])
+    cb.trainer = trainer
+    trainer.remove_callback(PrinterCallback)
+    t0 = time.perf_counter()
+    trainer.train()
+    return trainer, curve, time.perf_counter() - t0
+
+
+def _evaluate(cfg: Config, trainer, p, dev, tok, seed: int) -> dict:
+    from seqlevel.decoding import generate
+    from seqlevel.tasks.markov_backspace import ForbiddenMass, final_text_metrics, token_nll
+
+    model = trainer.model
+    model.eval()
+    bk = trainer.backspace_id if trainer.args.use_backspace else None
+    eos = int(tok.eos_token_id)
+    mass = ForbiddenMass(p, eos, inner=trainer.ban)
+    actions = []
+    chunk = 500
+    for i in range(0, cfg.n_samples, chunk):
+        n = min(chunk, cfg.n_samples - i)
+        ids = torch.full((n, 1), int(tok.bos_token_id), dtype=torch.long)
+        out = generate(model, ids, torch.ones_like(ids), max_new_actions=cfg.max_new_actions, eos_token_id=eos,
+                       backspace_id=bk, do_sample=True, temperature=1.0, seed=10_000 * seed + i, steer=mass)
+        actions += out.actions
+    m = final_text_metrics(p, actions, eos, bk)
+    m["token_nll"] = token_nll(model, p, dev, tok, bk, cfg.max_tokens)
+    m["forbidden_mass"] = mass.mean
+    return m
+
+
+def run_seed(cfg: Config, seed: int, out_dir: str, log=print) -> list[dict]:
+    """All methods of one seed (one world)."""
+    import datasets
+
+    from seqlevel.tasks.markov import make_world
+    from seqlevel.tasks.markov_backspace import dataset_columns, markov_tokenizer
+
+    p, train, dev = make_world(cfg.vocab_size, seed, train_size=cfg.n_train, dev_size=cfg.n_dev)
+    tok = markov_tokenizer(p)
+    ds = datasets.Dataset.from_dict(dataset_columns(p, train, tok, cfg.max_tokens))
+    rows, bc_model = [], None
+    need_bc = any(m in cfg.methods for m in ("bc", "bc_continued", "sequencematch", "tv"))
+
+    def record(method, trainer, curve, seconds):
+        m = _evaluate(cfg, trainer, p, dev, tok, seed)
+        row = {"method": method, "seed": seed, **m, "seconds": seconds, "curve": curve}
+        log(f"{method:>14} seed={seed} impossible={m['impossible_rate']:.4f} seq={m['impossible_seq_rate']:.3f} "
+            f"nll={m['token_nll']:.4f} bksp={m['backspace_rate']:.4f} prec={m['backspace_precision']:.2f} "
+            f"false={m['false_deletion_rate']:.3f} mass={m['forbidden_mass']:.4f} {seconds:.0f}s")
+        rows.append(row)
+
+    common = dict(p=p, dev=dev, seed=seed)
+    if "mle" in cfg.methods:
+        t, curve, s = _train(cfg, _model(cfg, tok, seed), tok, ds, steps=cfg.pretrain_steps, lr=cfg.lr,
+                             schedule="constant_with_warmup", noise=False, out=f"{out_dir}/mle", **common)
+        record("mle", t, curve, s)
+    if need_bc:
+        t, curve, s_bc = _train(cfg, _model(cfg, tok, seed), tok, ds, steps=cfg.pretrain_steps, lr=cfg.lr,
+                                schedule="constant_with_warmup", noise=True, out=f"{out_dir}/bc", **common)
+        bc_model = t.model
+        if "bc" in cfg.methods:
+            record("bc", t, curve, s_bc)
+    fine = {"bc_continued": dict(sm_weight=0.0), "sequencematch": dict(sm_weight=cfg.sm_weight, extra=cfg.extra),
+            "tv": dict(sm_weight=cfg.sm_weight, divergence="tv")}
+    for method, kw in fine.items():
+        if method not in cfg.methods:
+            continue
+        t, curve, s = _train(cfg, copy.deepcopy(bc_model), tok, ds, steps=cfg.finetune_steps, lr=cfg.finetune_lr,
+                             schedule="constant", noise=True, out=f"{out_dir}/{method}", **kw, **common)
+        record(method, t, curve, s + s_bc)
+    return rows
+
+
+KEYS = ("impossible_rate", "impossible_seq_rate", "token_nll", "false_deletion_rate", "avg_js", "avg_zero_mass",
+        "backspace_rate", "backspace_precision", "forbidden_mass")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and standard error over seeds per method."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        g = [r for r in rows if r["method"] == method]
+        s = {"method": method, "seeds": len(g)}
+        for k in KEYS:
+            xs = [r[k] for r in g]
+            s[k] = statistics.mean(xs)
+            s[k + "_se"] = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
+        out.append(s)
+    return out
+
+
+def benchmark(cfg: Config, log=print) -> dict:
+    """Every seed and method of ``cfg``; returns ``{"results": [...], "summary": [...], "config": {...}}``."""
+    bad = [m for m in cfg.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown methods {bad}; choose from {METHODS}")
+    torch.set_num_threads(cfg.threads)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="seqlevel-markov-bksp-") as tmp:  # save_strategy="no": nothing kept
+        for seed in cfg.seeds:
+            rows += run_seed(cfg, seed, f"{tmp}/{seed}", log=log)
+    cfg_json = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    return {"results": rows, "summary": summarize(rows), "config": cfg_json}
+
+
+def _csv(kind, name: str, minimum=None):
+    def parse(text: str):
+        try:
+            vals = tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{name} must be a comma list, e.g. 0,1,2; got {text!r}") from e
+        if not vals or (minimum is not None and any(v < minimum for v in vals)):
+            raise argparse.ArgumentTypeError(f"{name} needs values >= {minimum}, got {text!r}")
+        return vals
+    return parse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vocab-size", type=int, default=None, help="V of the Markov world (default 21)")
+    p.add_argument("--seeds", type=_csv(int, "--seeds", 0), default=None, help="comma list (default 0,1,2,3,4)")
+    p.add_argument("--methods", type=_csv(str, "--methods"), default=None,
+                   help="comma list of mle,bc,bc_continued,sequencematch,tv (default all)")
+    p.add_argument("--quick", action="store_true", help="one seed, small and short (about a minute)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = QUICK if args.quick else Config()
+    over = {}
+    if args.vocab_size is not None:
+        if args.vocab_size < 4:
+            raise ValueError(f"--vocab-size must be >= 4 (PAD, two tokens, EOS), got {args.vocab_size}")
+        over["vocab_size"] = args.vocab_size
+    if args.seeds:
+        over["seeds"] = args.seeds
+    if args.methods:
+        bad = [m for m in args.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"--methods: unknown {bad}; choose from {','.join(METHODS)}")
+        over["methods"] = args.methods
+    cfg = replace(cfg, **over)
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    t0 = time.perf_counter()
+    result = benchmark(cfg, log=log)
+    result["seconds"] = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'method':>14} {'impossible':>18} {'seq':>7} {'token nll':>16} {'bksp':>7} {'false del':>9}")
+    for s in result["summary"]:
+        print(f"{s['method']:>14} {s['impossible_rate']:.5f}±{s['impossible_rate_se']:.5f} "
+              f"{s['impossible_seq_rate']:7.3f} {s['token_nll']:.4f}±{s['token_nll_se']:.4f} "
+              f"{s['backspace_rate']:7.4f} {s['false_deletion_rate']:9.3f}")
+    print(f"total {result['seconds']:.0f} s")
+    return 0
