@@ -83,3 +83,71 @@ def test_no_split_modules_forward_the_base_for_fsdp_auto_wrap(make_model):
     assert AttributeModel.for_base(base, "binary")._no_split_modules == list(base._no_split_modules) == ["GPT2Block"]
     peft = get_peft_model(make_model("tiny-gpt2", vocab_size=48), LoraConfig(r=2, target_modules=["c_attn"]))
     assert AttributeModel.for_base(peft, "binary")._no_split_modules == ["GPT2Block"]
+
+
+def _naive_band(L: int, W: int) -> torch.Tensor:
+    """(1, 1, L, L) additive mask by loops: query i attends to key j iff j <= i and (i - j) < W."""
+    m = torch.full((1, 1, L, L), torch.finfo(torch.float).min)
+    for i in range(L):
+        for j in range(L):
+            if j <= i and i - j < W:
+                m[0, 0, i, j] = 0.0
+    return m
+
+
+@pytest.mark.parametrize("family", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("W", [1, 2, 4])
+def test_context_window_equals_truncated_recomputation(make_model, family, attn, W):
+    """Naive reference: position i is recomputed alone on its receptive field, the last R = n_layer·(W-1) + 1 tokens
+    (a banded mask compounds over layers; R = 1 for W = 1: the token itself), with their original position ids and a
+    loop-built band inside. Right padding changes nothing; tokens before the receptive field cannot matter."""
+    torch.manual_seed(0)
+    m = AttributeModel.for_base(make_model(family, vocab_size=30, attn=attn), "binary", rank=4,
+                                context_window=W).eval()
+    n_layer = m.config.get_text_config().num_hidden_layers
+    R = n_layer * (W - 1) + 1
+    x = torch.randint(3, 30, (2, 11))
+    mask = torch.ones_like(x)
+    mask[1, 8:] = 0  # right padding on row 1
+    with torch.no_grad():
+        out = m(x, mask, all_candidates=True)
+        for b in range(2):
+            for i in range(int(mask[b].sum())):
+                lo = max(0, i - R + 1)
+                band = None if W == 1 else _naive_band(i + 1 - lo, W)
+                ref = m.base(input_ids=x[b:b + 1, lo:i + 1], position_ids=torch.arange(lo, i + 1)[None],
+                             attention_mask=band, output_hidden_states=True)
+                h = ref.hidden_states[-1][0, -1]
+                torch.testing.assert_close(out.hidden[b, i], h, rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(out.logits[b, i], ref.logits[0, -1], rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(out.attribute[b, i], m.head.all_candidates(h), rtol=1e-5, atol=1e-5)
+        # a token just outside the receptive field of the last position has no effect; the first one inside does
+        def changed_at(j):
+            x2 = x[:1].clone()
+            x2[0, j] = (x2[0, j] - 2) % 27 + 3  # another id in [3, 30)
+            return m(x2).hidden[0, 10]
+        torch.testing.assert_close(changed_at(10 - R), out.hidden[0, 10], rtol=1e-6, atol=1e-6)
+        assert (changed_at(10 - R + 1) - out.hidden[0, 10]).abs().max() > 1e-4
+    assert m.context_window == W
+
+
+def test_context_window_saved_and_checked(tmp_path, make_model):
+    m = AttributeModel.for_base(make_model("tiny-gpt2", vocab_size=30), "binary", rank=4, context_window=2).eval()
+    m.save_pretrained(str(tmp_path))
+    assert AttributeModel.from_pretrained(str(tmp_path)).context_window == 2
+    with pytest.raises(ValueError, match="context_window"):
+        AttributeHeadConfig("binary", 30, 8, context_window=0)
+    with pytest.raises(ValueError, match="past_key_values"):
+        m(torch.ones(1, 3, dtype=torch.long), past_key_values=object())
+
+
+def test_full_window_equals_no_window(make_model):
+    """W >= T is plain causal attention."""
+    m = AttributeModel.for_base(make_model("tiny-gpt2", vocab_size=30), "binary", rank=4).eval()
+    x = torch.randint(3, 30, (2, 7))
+    with torch.no_grad():
+        a = m(x, all_candidates=True)
+        m.head.config.context_window = 7
+        b = m(x, all_candidates=True)
+    torch.testing.assert_close(a.hidden, b.hidden, rtol=1e-5, atol=1e-5)

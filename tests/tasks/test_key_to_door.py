@@ -91,3 +91,27 @@ def test_greedy_play_on_exact_action_values_always_wins():
     """The ceiling of CAT's greedy one-step improvement: a perfect head finds the key in every layout."""
     res = ktd.play_behaviour_greedy(2000, seed=7)
     assert res["key_rate"] == 1.0 and res["win_rate"] == 1.0
+
+
+def test_key_room_decisions_replay_the_environment():
+    """The decisions read off the tokens are exactly the key-room states (key not yet held) of the environment run
+    that random_trajectories made (replayed with the same seeds), with the realised actions and labels."""
+    n, seed = 50, 4
+    tr = ktd.random_trajectories(n, seed)
+    d = ktd.key_room_decisions(tr.tokens, tr.success)
+    env, rng = ktd.KeyToDoor(n, seed), np.random.default_rng(seed + 1)
+    want = set()
+    for t in range(ktd.T1):
+        a = rng.integers(0, 4, n)
+        for i in range(n):
+            if not env.has_key[i]:
+                want.add((i, 2 + 2 * t, t, int(env.pos[i, 0]), int(env.pos[i, 1]), int(env.key[i]), int(a[i]),
+                          int(env.success[i] or False)))
+        env.step(a)
+    while not env.done.all():
+        env.step(rng.integers(0, 4, n))
+    want = {w[:-1] + (int(env.success[w[0]]),) for w in want}
+    got = set(zip(*(getattr(d, f).tolist() for f in ("seq", "pos", "t", "r", "c", "key", "action", "label"))))
+    assert got == want and len(got) > n * 5
+    q, _ = ktd.behaviour_action_values()
+    np.testing.assert_array_equal(d.exact_q(), q[d.t, d.r, d.c, d.key])

@@ -42,8 +42,13 @@ class AttributeHeadConfig:
         rank: r, width of the token keys ``E (V, r)``.
         block_size: m, width of the attribute block; default ``hidden_size``.
         query_std: init std of the queries ``Q_k``. Small values start the candidate-dependent term near 0, so
-            early training fills the prefix term and the token biases first (on Key-to-Door the interaction then
-            stayed unlearned; see docs/results.md).
+            early training fills the prefix term and the token biases first.
+        context_window: ``W``: in every layer of the *trunk*, each position attends to itself and the ``W - 1``
+            positions before it (a banded causal mask, as in sliding-window attention; usual position ids), so
+            over ``L`` layers a position sees the last ``L·(W - 1) + 1`` tokens; ``W = 1``: the token itself only.
+            ``None`` = full causal attention. Stored here so that it is saved with the head and applied identically
+            in training, estimation and play by :meth:`AttributeModel.forward`. On Key-to-Door ``W = 1`` makes the
+            trunk see exactly the Markov state (observation token + its position), so it cannot memorise histories.
     """
 
     kind: str = "binary"
@@ -53,6 +58,7 @@ class AttributeHeadConfig:
     rank: int = 32
     block_size: int | None = None
     query_std: float = 0.02
+    context_window: int | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -69,6 +75,9 @@ class AttributeHeadConfig:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if self.block_size is None:
             self.block_size = self.hidden_size
+        if self.context_window is not None and self.context_window < 1:
+            raise ValueError(f"context_window must be None (full causal attention) or >= 1, got "
+                             f"{self.context_window}; 1 lets each position see only itself")
 
     @property
     def num_outputs(self) -> int:

@@ -38,6 +38,29 @@ def _hidden_size(model) -> int:
     return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
 
 
+def window_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int], window: int,
+                dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """Banded causal mask: position ``i`` attends to ``j`` iff ``i - window < j <= i`` and ``j`` is not padding.
+
+    Args:
+        attention_mask: ``(B, T)`` 1 = token, 0 = padding, or ``None`` (no padding).
+        shape: ``(B, T)``.
+        window: W >= 1.
+        dtype: dtype of the additive mask (the model's compute dtype).
+
+    Returns:
+        ``(B, 1, T, T)`` additive float mask (0 = attend, ``finfo.min`` = blocked), the 4-D form Hugging Face models
+        take as-is. Rows with no allowed key (padding queries) get a uniform softmax, not NaN.
+    """
+    B, T = shape
+    i = torch.arange(T, device=device)
+    band = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - window)  # (T, T) query x key
+    allowed = band.expand(B, 1, T, T)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask.to(device=device, dtype=torch.bool)[:, None, None, :]
+    return torch.zeros(B, 1, T, T, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 @dataclass
 class AttributeOutput:
     """``logits (B, T, V)``, ``hidden (B, T, d)``; ``attribute`` gathered ``(B, T', n_out)`` or all ``(B, T, V, n_out)``."""
@@ -71,11 +94,13 @@ class AttributeModel(nn.Module):
 
     @classmethod
     def for_base(cls, base, kind: str = "binary", num_classes: int = 2, rank: int = 32,
-                 block_size: int | None = None, query_std: float = 0.02) -> AttributeModel:
+                 block_size: int | None = None, query_std: float = 0.02,
+                 context_window: int | None = None) -> AttributeModel:
         """A fresh head sized for ``base`` (vocabulary and hidden size read from it; the rest as in
         :class:`AttributeHeadConfig`)."""
         cfg = AttributeHeadConfig(kind=kind, vocab_size=base_vocab_size(base), hidden_size=_hidden_size(base),
-                                  num_classes=num_classes, rank=rank, block_size=block_size, query_std=query_std)
+                                  num_classes=num_classes, rank=rank, block_size=block_size, query_std=query_std,
+                                  context_window=context_window)
         head = AttributeHead(cfg).to(next(base.parameters()).device)
         return cls(base, head)
 
@@ -93,6 +118,11 @@ class AttributeModel(nn.Module):
     def kind(self) -> str:
         return self.head.config.kind
 
+    @property
+    def context_window(self) -> int | None:
+        """The trunk's attention window W (``None`` = full causal); see :class:`AttributeHeadConfig`."""
+        return self.head.config.context_window
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 next_tokens: torch.Tensor | None = None, all_candidates: bool = False,
                 labels: torch.Tensor | None = None, attribute_labels: torch.Tensor | None = None,
@@ -105,8 +135,20 @@ class AttributeModel(nn.Module):
                 ``input_ids[:, 1:]``, ``-100`` allowed: it is gathered at id 0 and must be masked by the caller).
             all_candidates: also compute the head for every candidate, ``(B, T, V, n_out)``.
             labels / attribute_labels: accepted and ignored (the trainer computes the loss).
+
+        With ``context_window`` W set, the 2-D padding mask is replaced by the banded 4-D mask of
+        :func:`window_mask`, so every caller (training, estimation, play) sees the same W-token context.
         """
         kwargs.pop("num_items_in_batch", None)
+        W = self.context_window
+        if W is not None:
+            if kwargs.get("past_key_values") is not None:
+                raise ValueError(f"this model has context_window={W}; a KV cache would let new tokens attend past "
+                                 "the window. Call it without past_key_values on (at least) the last W tokens")
+            if attention_mask is not None and attention_mask.dim() == 4:
+                raise ValueError("pass a 2-D padding mask; the model builds its own 4-D window mask")
+            dtype = next(self.base.parameters()).dtype
+            attention_mask = window_mask(attention_mask, tuple(input_ids.shape), W, dtype, input_ids.device)
         out = self.base(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs)
         hidden = out.hidden_states[-1]  # (B, T, d): trunk state after the final norm
         attr = None

@@ -2,10 +2,12 @@
 
 With the trunk frozen (and no dropout) every head-only optimizer step sees the same trunk states, so they can be
 computed once and the head trained on them in large minibatches: the gradients are those of
-``AttributeTrainer(regime="head_only")`` on the same positions, at a small fraction of the cost. This matters when the
-positions that carry the attribute signal are rare (Key-to-Door: the ~15 key-room decisions of each 10,000
-episodes, where P(win | a) differs by 0.01-0.2 between actions): joint training spends most of its attribute
-gradient elsewhere and leaves those decisions underfit (docs/results.md, issue 6).
+``AttributeTrainer(regime="head_only")`` on the same positions, at a small fraction of the cost. It is a tool for
+probing what a trained trunk's states hold (Key-to-Door: a refitted head played better than the jointly trained one
+of a full-history trunk), not the published method. The measured reason joint training lagged there is not a small
+share of the gradient (extra weight on the key-room decisions did not help) but that the action-dependent part of
+the win probability is small and learned last, while a full-history trunk memorises trajectories first
+(docs/results.md, issue 14).
 
 ``candidate_ids`` restricts the fit to positions whose next token is one of those ids (an agent's actions, as
 opposed to environment tokens); ``None`` uses every position, as CAT does.

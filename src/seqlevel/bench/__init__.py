@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "speed": ("seqlevel.bench.speed", "time two workloads side by side in one process (ratio A/B)"),
     "key-to-door": ("seqlevel.bench.key_to_door", "CAT-steered vs BC / %BC / random win rate on Key-to-Door"),
+    "cat-lm": ("seqlevel.bench.cat_lm", "exact true NLL per token of plain LM (λ=0) vs CAT (λ>0) at three widths"),
     "attribute-estimation": ("seqlevel.bench.attribute_estimation",
                              "CAT one-pass star estimate vs Monte-Carlo rollouts against exact posteriors"),
     "steering": ("seqlevel.bench.steering", "steer the reviews language to each star: control accuracy and true NLL"),

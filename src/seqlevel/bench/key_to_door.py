@@ -1,34 +1,46 @@
-"""``seqlevel bench key-to-door``: CAT-steered play vs BC, %BC and random on Key-to-Door (DT Table 6, CAT §3.1).
+"""``seqlevel bench key-to-door``: jointly trained CAT vs BC, %BC and random on Key-to-Door (DT Table 6, CAT §3.1).
 
-Per seed: 10,000 uniform-random trajectories (:func:`seqlevel.tasks.key_to_door.random_trajectories`); three
-models of the same architecture (a small GPT-2 over the trajectory tokens) trained with
-:class:`~seqlevel.trainers.AttributeTrainer`:
+Per seed: 10,000 uniform-random trajectories (:func:`seqlevel.tasks.key_to_door.random_trajectories`), the paper's
+data budget, and 2,000 *fresh* held-out ones (another seed) for evaluation during training. Three models of the same
+trunk (GPT-2, ``--n-layer`` x ``--n-embd``, the same ``--context-window``), trained for the same number of optimizer
+steps with :class:`~seqlevel.trainers.AttributeTrainer` and selected the same way (``load_best_model_at_end`` on
+``--select``, evaluated ``--evals`` times):
 
-* **CAT**: ``CE + λ·L_attr (+ μ·L_consistency)`` on all trajectories, win/loss as a binary attribute (λ = 10;
-  the NADO one-step consistency term, which the paper's CAT does not have, is off by default); then, by default,
-  a fresh wider head is fitted on the frozen trunk's states at the action decisions
-  (:mod:`seqlevel.attributes.refit`, ``--head-refit-steps``), because joint training leaves the rare key-room
-  decisions underfit; played with the product rule
-  ``p(a)·P(win | a)^α`` restricted to the four action tokens, greedily (α large = one-step policy improvement);
-* **BC**: ``λ = 0`` (plain next-token CE) on all trajectories (``--bc-epochs``), greedy actions;
-* **%BC**: ``λ = 0`` on the successful trajectories only (≈3%), greedy actions;
-* **random**: uniform actions.
+* **CAT** (the headline, ``win_rate.cat``): one jointly trained model, ``CE + λ·L_attr`` on all trajectories with
+  win/loss as a binary attribute, played greedily with the product rule ``p(a)·P(win | a)^α`` over the four action
+  tokens (α large = one-step policy improvement on the behaviour values);
+* **CAT refit** (optional, ``--head-refit-steps``, ``win_rate.cat_refit``): the same trunk with a fresh head fitted
+  on its frozen states (:mod:`seqlevel.attributes.refit`); a tool, not the published method;
+* **BC**: ``λ = 0`` on all trajectories, greedy; **%BC**: ``λ = 0`` on the successful trajectories only (≈3%),
+  greedy; **random**: uniform actions.
 
-Diagnostics beside the win rates: greedy play on the exact behaviour-policy action values ``Q^β`` (the ceiling of
-CAT's one-step improvement; 1.0 on this layout) and how often the CAT head's best first action is best under
-``Q^β`` (``cat_vs_exact_q``). Each policy plays ``--episodes`` fresh episodes (the same start/key layouts for every policy). Sampled (temperature
-1) win rates of BC and %BC are reported too, as the DT paper does not say which it used (tasks.md B.3).
+Honest measurement beside the win rates (``per_seed``):
+
+* ``heldout_bce``: at every evaluation, CAT's binary cross-entropy of the win label at the realised action over
+  all held-out key-room decisions (key not yet held), next to three references on the same decisions
+  (``heldout_bce_reference``): the best constant, the exact state value ``V^β(s)`` alone and the exact ``Q^β(s, a)``
+  (:func:`~seqlevel.tasks.key_to_door.behaviour_action_values`). A model that has learned the action effect sits
+  below the state-value line.
+* ``agreement``: over the same decisions, the share where the played policy's action is a best action under the
+  exact ``Q^β``, next to the best constant action's share (``agreement_constant``).
+* ``exact_q_greedy``: greedy play on the exact ``Q^β`` (the ceiling of CAT's one-step improvement; 1.0 here).
+
+``--context-window`` W is :attr:`AttributeHeadConfig.context_window`: a banded attention mask applied in the
+model's forward, identically in training, evaluation and play. With W = 1 each position sees only its own token and
+position id, which in the key room is exactly the Markov state (agent cell x key cell, time step).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import tempfile
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
 from seqlevel.attributes import AttributeModel
 from seqlevel.attributes.head import AttributeHead
@@ -36,59 +48,144 @@ from seqlevel.attributes.steering import ProductRule
 from seqlevel.decoding import StepContext
 from seqlevel.tasks import key_to_door as ktd
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="tiny configuration for tests (no acceptance numbers)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training/evaluation seeds (default 0)")
-    p.add_argument("--episodes", type=int, default=1000, help="evaluation episodes per policy (default 1000)")
-    p.add_argument("--train-size", type=int, default=10_000, help="random trajectories (default 10000)")
-    p.add_argument("--epochs", type=float, default=10.0, help="training epochs of CAT (default 10)")
-    p.add_argument("--attribute-lambda", type=float, default=10.0, help="λ of the CAT model (default 10)")
-    p.add_argument("--alpha", type=float, default=16.0, help="α of the CAT product rule (default 16)")
-    p.add_argument("--consistency", type=float, default=0.0,
-                   help="weight of the NADO one-step consistency term for CAT (default 0 = the paper's CAT)")
-    p.add_argument("--bc-epochs", type=float, default=1.0, help="training epochs for BC (default 1)")
-    p.add_argument("--head-refit-steps", type=int, default=8000,
-                   help="after joint training, fit a fresh head on cached trunk states of the action decisions "
-                        "(seqlevel.attributes.refit; 0 = off, the plain joint CAT; default 8000)")
-    p.add_argument("--head-refit-block", type=int, default=256, help="attribute block width of the refit head (256)")
-    p.add_argument("--model-dir", default=None, help="also save the CAT model of the first seed here")
+SELECT = ("agreement", "val_win_rate", "attribute_loss", "last")
 
 
-def _train(data, seed: int, lam: float, epochs: float, quick: bool, successes_only: bool = False,
-           consistency: float = 0.0) -> AttributeModel:
-    import datasets
-    from transformers import PrinterCallback
+@dataclass
+class Config:
+    """Settings of the Key-to-Door bench (the defaults are the acceptance run)."""
 
-    from seqlevel.presets import tiny_model
-    from seqlevel.trainers import AttributeConfig, AttributeTrainer
-    from seqlevel.trainers.attribute import AttributeCollator
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """training/evaluation seeds"""
+    episodes: int = 1000
+    """evaluation episodes per policy (fresh layouts, seed 10,000 + seed)"""
+    train_size: int = 10_000
+    """random trajectories to train on (the paper's budget: 10,000)"""
+    heldout_size: int = 2_000
+    """fresh random trajectories (seed 20,000 + seed) for held-out losses and decision metrics"""
+    val_episodes: int = 200
+    """episodes (layout seed 30,000 + seed) for the validation win rate logged at each evaluation"""
+    epochs: float = 12.0
+    """epochs of CAT over the training data"""
+    bc_epochs: float = 2.0
+    """epochs of BC (it fits the uniform data policy within one)"""
+    pct_bc_epochs: float = 100.0
+    """epochs of %BC over the ≈315 successful trajectories (≈490 steps)"""
+    attribute_lambda: float = 10.0
+    """λ of the CAT model"""
+    alpha: float = 16.0
+    """α of the CAT product rule"""
+    context_window: int | None = 1
+    """W of the trunk (banded attention; None = full causal), the same for all three models"""
+    n_layer: int = 2
+    """trunk layers"""
+    n_embd: int = 64
+    """trunk width"""
+    dropout: float = 0.0
+    """dropout of the trunk (embeddings, residuals, attention); 0 also makes a step ~20% cheaper on CPU"""
+    batch_size: int = 64
+    """sequences per optimizer step"""
+    learning_rate: float = 3e-3
+    """AdamW peak learning rate (cosine schedule)"""
+    head_learning_rate: float | None = None
+    """learning rate of CAT's attribute head (None: learning_rate)"""
+    head_rank: int = 16
+    """rank of the factorised attribute head"""
+    evals: int = 12
+    """evaluations (and checkpoints) during training, for each model (with the default epochs: once per CAT epoch)"""
+    select: str = "val_win_rate"
+    """model selection for all three models: agreement | val_win_rate | attribute_loss | last"""
+    head_refit_steps: int = 0
+    """> 0: also report a head refitted on the frozen CAT trunk (win_rate.cat_refit)"""
+    quick: bool = False
+    """tiny configuration for tests (no acceptance numbers)"""
+    model_dir: str | None = None
+    """also save the CAT model of the first seed here"""
 
-    keep = [i for i in range(len(data.tokens)) if data.success[i] or not successes_only]
-    ds = datasets.Dataset.from_dict({"input_ids": [data.tokens[i] for i in keep],
-                                     "attribute": [int(data.success[i]) for i in keep]})
-    base = tiny_model("tiny-gpt2", vocab_size=ktd.VOCAB_SIZE, n_embd=64, n_layer=2, n_head=4, seed=seed,
-                      bos_token_id=ktd.BOS, eos_token_id=ktd.EOS, pad_token_id=ktd.PAD)
-    steps = max(int(epochs * len(keep) / 64), 20 if successes_only and not quick else 1)
-    cfg = AttributeConfig(output_dir="runs/ktd_tmp", report_to="none", max_steps=steps,
-                          per_device_train_batch_size=64, learning_rate=3e-3, lr_scheduler_type="cosine",
-                          warmup_steps=min(50, steps // 10), logging_steps=max(steps // 4, 1), save_strategy="no",
-                          use_cpu=True, seed=seed, disable_tqdm=True, attribute_kind="binary",
-                          attribute_lambda=lam, consistency_weight=consistency, head_rank=16, append_eos=False,
-                          max_length=128,
-                          # CAT queries start at std 0.5, not 0.02, so the candidate-dependent term is not left at ~0
-                          head_query_std=0.5 if lam > 0 else 0.02)
-    tr = AttributeTrainer(base, args=cfg, train_dataset=ds,
-                          data_collator=AttributeCollator(ktd.PAD, "binary"))
-    tr.remove_callback(PrinterCallback)  # stdout carries only the --json result
-    tr.train()
-    return tr.model.eval()
+    def __post_init__(self):
+        if self.select not in SELECT:
+            raise ValueError(f"select must be one of {SELECT}, got {self.select!r}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if self.episodes < 1 or self.train_size < 1 or self.heldout_size < 1 or self.evals < 1:
+            raise ValueError(f"episodes, train_size, heldout_size and evals must be >= 1, got {self.episodes}, "
+                             f"{self.train_size}, {self.heldout_size}, {self.evals}")
+        if self.head_refit_steps < 0:
+            raise ValueError(f"head_refit_steps must be >= 0, got {self.head_refit_steps}; 0 = no refit row")
+        if self.context_window is not None and self.context_window < 1:
+            raise ValueError(f"context_window must be >= 1 or None (full causal), got {self.context_window}")
+
+
+# -- evaluation -------------------------------------------------------------------------------------------------
+def _bce(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def bce_references(dec: ktd.Decisions) -> dict:
+    """Held-out decision BCE of the best constant, the exact state value alone and the exact ``Q^β``."""
+    q = dec.exact_q()
+    y = dec.label.astype(float)
+    return {"constant": _bce(np.full(len(y), y.mean()), y), "state_value": _bce(q.mean(1), y),
+            "exact_q": _bce(q[np.arange(len(y)), dec.action], y)}
+
+
+def _agreement(scores: np.ndarray, q: np.ndarray) -> float:
+    """Share of decisions whose argmax action is a best action under ``q`` (ties count as agreement)."""
+    best = q.max(1) - 1e-12
+    return float((q[np.arange(len(q)), scores.argmax(1)] >= best).mean())
+
+
+def constant_agreement(dec: ktd.Decisions) -> float:
+    """Agreement of the best single action played everywhere."""
+    q = dec.exact_q()
+    return max(_agreement(np.eye(4)[np.full(len(q), a)], q) for a in range(4))
+
+
+@torch.no_grad()
+def decision_scores(model: AttributeModel, tokens: list[list[int]], dec: ktd.Decisions,
+                    chunk: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """``(log p(a), P(win | a))``, each ``(N, 4)``, at the decisions (one forward on the key-room prefixes)."""
+    L = ktd.KEY_ROOM_PREFIX
+    ids = torch.tensor([(s + [ktd.PAD] * L)[:L] for s in tokens])  # decisions sit inside the first L tokens
+    mask = torch.tensor([[1] * min(len(s), L) + [0] * max(L - len(s), 0) for s in tokens])
+    logp, attr = [], []
+    seq, pos = torch.as_tensor(dec.seq), torch.as_tensor(dec.pos)
+    for lo in range(0, len(tokens), chunk):
+        out = model(ids[lo:lo + chunk], mask[lo:lo + chunk])
+        sel = (seq >= lo) & (seq < lo + chunk)
+        h = out.hidden[seq[sel] - lo, pos[sel]]  # (n, d)
+        lg = out.logits[seq[sel] - lo, pos[sel]][:, ktd.ACTION_IDS].float()
+        logp.append(lg.log_softmax(-1))
+        if model.kind == "binary":
+            attr.append(model.head.all_candidates(h)[:, ktd.ACTION_IDS, 0].float().sigmoid())
+    lp = torch.cat(logp).numpy()
+    return lp, (torch.cat(attr).numpy() if attr else np.zeros_like(lp))
+
+
+def decision_metrics(model: AttributeModel, tokens, dec: ktd.Decisions, *, steered: bool, alpha: float,
+                     val_episodes: int = 0, val_seed: int = 0) -> dict:
+    """Held-out decision BCE (the head at the realised action), the played policy's agreement with ``Q^β``, the
+    head's own argmax agreement, and (``val_episodes`` > 0) a validation win rate on separate layouts."""
+    logp, p_win = decision_scores(model, tokens, dec)
+    q = dec.exact_q()
+    policy = logp + alpha * np.log(np.clip(p_win, 1e-12, 1)) if steered else logp
+    m = {"agreement": _agreement(policy, q)}
+    if steered:
+        m["decision_bce"] = _bce(p_win[np.arange(len(q)), dec.action], dec.label.astype(float))
+        m["head_agreement"] = _agreement(p_win, q)
+    if val_episodes:
+        m["val_win_rate"] = play(model, val_episodes, val_seed, mode="cat" if steered else "greedy",
+                                 alpha=alpha)["win_rate"]
+    return m
 
 
 @torch.no_grad()
 def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, alpha: float = 16.0) -> dict:
-    """Play ``episodes`` episodes; ``mode`` is ``cat`` (product rule, greedy), ``greedy``, ``sample`` or ``random``."""
+    """Play ``episodes`` episodes; ``mode`` is ``cat`` (product rule, greedy), ``greedy``, ``sample`` or ``random``.
+
+    Each step runs the model's own forward on the whole history (so its context window applies exactly as in
+    training) and reads the last position."""
     env = ktd.KeyToDoor(episodes, seed)
     rng = np.random.default_rng(seed + 7)
     gen = torch.Generator().manual_seed(seed)
@@ -97,18 +194,16 @@ def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, a
     rule = ProductRule(model, target=1, alpha=alpha) if mode == "cat" else None
     not_action = torch.ones(ktd.VOCAB_SIZE, dtype=torch.bool)
     not_action[ktd.ACTION_IDS] = False
-    out, cache, step = None, DynamicCache(), 0
-    feed = ids
+    step = 0
     while not env.done.all():
         if mode == "random":
             a = rng.integers(0, 4, n)
         else:
-            out = model.base(input_ids=feed, past_key_values=cache, use_cache=True, output_hidden_states=True)
+            out = model(ids)
             scores = out.logits[:, -1].float().masked_fill(not_action, float("-inf"))  # (n, V)
             if rule is not None:
-                h = out.hidden_states[-1][:, -1]
                 ctx = StepContext(step=step, rows=torch.arange(n), live_lengths=torch.full((n,), ids.shape[1]),
-                                  prompt_lengths=torch.full((n,), 3), tokens=ids, hidden_states=(h,),
+                                  prompt_lengths=torch.full((n,), 3), tokens=ids, hidden_states=(out.hidden[:, -1],),
                                   backspace_id=None, eos_token_ids=())
                 scores = rule(scores, ctx).masked_fill(not_action, float("-inf"))
             if mode == "sample":
@@ -124,103 +219,208 @@ def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, a
         step += 1
     wins = env.success
     shortest = float((env.steps_to_win[wins] == ktd.SHORTEST_WIN).mean()) if wins.any() else 0.0
-    return {"win_rate": float(wins.mean()), "wins": int(wins.sum()), "shortest_path_share": shortest}
+    return {"win_rate": float(wins.mean()), "wins": int(wins.sum()), "shortest_path_share": shortest,
+            "key_rate": float((env.key_step >= 0).mean())}
 
 
-@torch.no_grad()
-def behaviour_agreement(model: AttributeModel) -> dict:
-    """How well the head's ``P(win | a)`` matches the exact ``Q^β`` (:func:`~seqlevel.tasks.key_to_door.behaviour_action_values`)
-    at the 100 first decisions (10 key cells x 10 start cells): the share where the head's best action is also
-    best under ``Q^β`` (what greedy steering needs), and the correlation of the per-state centred values."""
-    q, _ = ktd.behaviour_action_values()
-    n_keys, n_starts = len(ktd._KEY_CELLS), len(ktd._START_CELLS)
-    env = ktd.KeyToDoor(n_keys * n_starts)
-    env.key = np.repeat(np.arange(n_keys), n_starts)
-    env.pos = np.tile(np.array(ktd._START_CELLS), (n_keys, 1))
-    ids = np.stack([np.full(env.n, ktd.BOS), env.key_tokens(), env.observation()], 1)
-    out = model.eval()(torch.tensor(ids), all_candidates=True)
-    pred = out.attribute[:, -1, ktd.ACTION_IDS, 0].float().sigmoid().numpy()
-    true = q[0, env.pos[:, 0], env.pos[:, 1], env.key]  # (100, 4)
-    best = true[np.arange(len(true)), pred.argmax(1)] >= true.max(1) - 1e-12
-    centred = lambda x: (x - x.mean(1, keepdims=True)).ravel()  # noqa: E731
-    return {"argmax_agreement": float(best.mean()), "centred_correlation": float(np.corrcoef(centred(pred),
-                                                                                             centred(true))[0, 1])}
+# -- training ---------------------------------------------------------------------------------------------------
+def train(cfg: Config, data: ktd.Trajectories, heldout: ktd.Trajectories, dec: ktd.Decisions, seed: int, *,
+          lam: float, steps: int, successes_only: bool = False, log=None) -> tuple[AttributeModel, list[dict]]:
+    """One model of the bench; returns it (the selected checkpoint) and its evaluation log (``log`` gets a
+    progress line per evaluation)."""
+    import datasets
+    from transformers import PrinterCallback, TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            if log is not None:
+                log(f"  step {state.global_step}: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in metrics.items()
+                                                                 if k.startswith("eval_") and k != "eval_epoch"))
+
+    from seqlevel.presets import tiny_model
+    from seqlevel.trainers import AttributeConfig, AttributeTrainer
+    from seqlevel.trainers.attribute import AttributeCollator
+
+    keep = [i for i in range(len(data.tokens)) if data.success[i] or not successes_only]
+    ds = datasets.Dataset.from_dict({"input_ids": [data.tokens[i] for i in keep],
+                                     "attribute": [int(data.success[i]) for i in keep]})
+    ev = datasets.Dataset.from_dict({"input_ids": heldout.tokens, "attribute": heldout.success.astype(int).tolist()})
+    base = tiny_model("tiny-gpt2", vocab_size=ktd.VOCAB_SIZE, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=4,
+                      seed=seed, bos_token_id=ktd.BOS, eos_token_id=ktd.EOS, pad_token_id=ktd.PAD,
+                      resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout)
+    steered = lam > 0
+    every = max(steps // cfg.evals, 1)
+    select = cfg.select != "last"
+    metric = {"agreement": "agreement", "val_win_rate": "val_win_rate", "attribute_loss": "attribute_loss",
+              "last": None}[cfg.select]
+    if cfg.select == "attribute_loss" and not steered:
+        metric = "lm_loss"  # BC / %BC have no head to score: their own held-out loss
+    with tempfile.TemporaryDirectory(prefix="ktd_") as out_dir:
+        args = AttributeConfig(
+            output_dir=out_dir, report_to="none", max_steps=steps, per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=256, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
+            warmup_steps=min(50, steps // 10), logging_steps=every, use_cpu=True, seed=seed, disable_tqdm=True,
+            attribute_kind="binary", attribute_lambda=lam, head_rank=cfg.head_rank, append_eos=False,
+            head_learning_rate=cfg.head_learning_rate if steered else None,
+            max_length=128, head_query_std=0.5 if steered else 0.02, context_window=cfg.context_window,
+            eval_strategy="steps", eval_steps=every, save_strategy="steps" if select else "no", save_steps=every,
+            save_total_limit=2 if select else None, load_best_model_at_end=select,
+            metric_for_best_model=metric, greater_is_better=metric in ("agreement", "val_win_rate"))
+        tr = AttributeTrainer(
+            base, args=args, train_dataset=ds, eval_dataset=ev, data_collator=AttributeCollator(ktd.PAD, "binary"),
+            decision_metrics=lambda m: decision_metrics(
+                m, heldout.tokens, dec, steered=steered, alpha=cfg.alpha,
+                val_episodes=20 if cfg.quick else cfg.val_episodes, val_seed=30_000 + seed))
+        tr.remove_callback(PrinterCallback)  # stdout carries only the --json result
+        tr.add_callback(_Progress())
+        tr.train()
+        log = [{k[5:]: v for k, v in e.items() if k.startswith("eval_")} | {"step": e["step"]}
+               for e in tr.state.log_history if "eval_agreement" in e]
+        return tr.model.eval(), log
 
 
-def refit(model: AttributeModel, data, seed: int, steps: int, block: int, quick: bool) -> AttributeModel:
-    """Replace the jointly trained head by a fresh, wider one fitted on the frozen trunk's states at the action
-    decisions (:func:`seqlevel.attributes.refit.refit_head`): joint training leaves the rare key-room decisions
-    underfit (docs/results.md, issue 6)."""
-    import dataclasses
+def refit(model: AttributeModel, data: ktd.Trajectories, seed: int, steps: int, quick: bool) -> AttributeModel:
+    """A fresh, wider head fitted on the frozen CAT trunk's states at the action decisions
+    (:func:`seqlevel.attributes.refit.refit_head`); the trunk is shared with the joint model."""
+    import copy
 
     from seqlevel.attributes.refit import refit_head
 
     torch.manual_seed(seed)
-    model.head = AttributeHead(dataclasses.replace(model.head.config, block_size=block, rank=32, query_std=0.5))
+    model = copy.deepcopy(model)
+    model.head = AttributeHead(dataclasses.replace(model.head.config, block_size=256, rank=32, query_std=0.5))
     refit_head(model, data.tokens, data.success.astype(int), candidate_ids=ktd.ACTION_IDS, steps=steps,
                batch_size=512 if quick else 8192, pad_id=ktd.PAD, seed=seed)
     return model.eval()
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.head_refit_steps < 0 or args.head_refit_block < 1:
-        raise ValueError(f"--head-refit-steps must be >= 0 and --head-refit-block >= 1, got "
-                         f"{args.head_refit_steps}, {args.head_refit_block}")
-    if args.alpha < 0:
-        raise ValueError(f"--alpha must be >= 0, got {args.alpha}")
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    episodes = 20 if args.quick else args.episodes
-    n_train = 300 if args.quick else args.train_size
-    epochs = 0.5 if args.quick else args.epochs
-    per_seed, timings = [], {}
-    for seed in args.seeds:
-        t0 = time.perf_counter()
-        data = ktd.random_trajectories(n_train, seed)
-        cat = _train(data, seed, args.attribute_lambda, epochs, args.quick, consistency=args.consistency)
-        ev = 10_000 + seed  # evaluation layouts differ from the training ones
-        joint = None
-        if args.head_refit_steps:
-            joint = {"win_rate": play(cat, episodes, ev, mode="cat", alpha=args.alpha)["win_rate"],
-                     "vs_exact_q": behaviour_agreement(cat)}
-            cat = refit(cat, data, seed, 20 if args.quick else args.head_refit_steps, args.head_refit_block,
-                        args.quick)
-        if args.model_dir and seed == args.seeds[0]:
-            cat.save_pretrained(args.model_dir)
-        bc = _train(data, seed, 0.0, 0.5 if args.quick else args.bc_epochs, args.quick)
-        pct = _train(data, seed, 0.0, epochs * 10, args.quick, successes_only=True)
-        timings[str(seed)] = {"train_seconds": time.perf_counter() - t0}
-        t0 = time.perf_counter()
-        r = {"cat": play(cat, episodes, ev, mode="cat", alpha=args.alpha),
-             "bc": play(bc, episodes, ev, mode="greedy"), "pct_bc": play(pct, episodes, ev, mode="greedy"),
-             "random": play(None, episodes, ev, mode="random"),
-             "bc_sampled": play(bc, episodes, ev, mode="sample"),
-             "pct_bc_sampled": play(pct, episodes, ev, mode="sample")}
-        timings[str(seed)]["eval_seconds"] = time.perf_counter() - t0
-        r["data_success_rate"] = float(data.success.mean())
-        r["cat_vs_exact_q"] = behaviour_agreement(cat)
-        r["cat_joint_before_refit"] = joint
-        r["exact_q_greedy"] = ktd.play_behaviour_greedy(episodes, ev)
-        per_seed.append(r)
+def run_seed(cfg: Config, seed: int, log=print) -> dict:
+    """Train CAT, BC and %BC on one seed's data and play them; the per-seed record of the JSON result."""
+    n_train = 300 if cfg.quick else cfg.train_size
+    n_held = 100 if cfg.quick else cfg.heldout_size
+    episodes = 20 if cfg.quick else cfg.episodes
+    data = ktd.random_trajectories(n_train, seed)
+    heldout = ktd.random_trajectories(n_held, 20_000 + seed)
+    dec = ktd.key_room_decisions(heldout.tokens, heldout.success)
+    n_succ = int(data.success.sum())
+    steps = {name: 10 if cfg.quick else max(int(ep * n / cfg.batch_size), cfg.evals)
+             for name, ep, n in (("cat", cfg.epochs, n_train), ("bc", cfg.bc_epochs, n_train),
+                                 ("pct_bc", cfg.pct_bc_epochs, n_succ))}
+    ev = 10_000 + seed  # evaluation layouts differ from the training ones
+    r: dict = {"data_success_rate": float(data.success.mean()), "heldout_decisions": int(len(dec.seq)),
+               "heldout_bce_reference": bce_references(dec), "agreement_constant": constant_agreement(dec)}
+    t0 = time.perf_counter()
+    models, logs = {}, {}
+    for name, lam, succ in (("cat", cfg.attribute_lambda, False), ("bc", 0.0, False), ("pct_bc", 0.0, True)):
+        log(f"[key-to-door] seed {seed}: training {name} ({steps[name]} steps)")
+        models[name], logs[name] = train(cfg, data, heldout, dec, seed, lam=lam, steps=steps[name], successes_only=succ,
+                                         log=log)
+    r["train_seconds"] = time.perf_counter() - t0
+    r["heldout_bce"] = [e["decision_bce"] for e in logs["cat"]]
+    r["eval_log"] = logs
+    if cfg.model_dir and seed == cfg.seeds[0]:
+        models["cat"].save_pretrained(cfg.model_dir)
+    t0 = time.perf_counter()
+    r["cat"] = play(models["cat"], episodes, ev, mode="cat", alpha=cfg.alpha)
+    r["cat"] |= decision_metrics(models["cat"], heldout.tokens, dec, steered=True, alpha=cfg.alpha)
+    if cfg.head_refit_steps:
+        ref = refit(models["cat"], data, seed, 20 if cfg.quick else cfg.head_refit_steps, cfg.quick)
+        r["cat_refit"] = play(ref, episodes, ev, mode="cat", alpha=cfg.alpha)
+        r["cat_refit"] |= decision_metrics(ref, heldout.tokens, dec, steered=True, alpha=cfg.alpha)
+    for name in ("bc", "pct_bc"):
+        r[name] = play(models[name], episodes, ev, mode="greedy")
+        r[name] |= decision_metrics(models[name], heldout.tokens, dec, steered=False, alpha=cfg.alpha)
+        r[name + "_sampled"] = play(models[name], episodes, ev, mode="sample")
+    r["random"] = play(None, episodes, ev, mode="random")
+    r["exact_q_greedy"] = ktd.play_behaviour_greedy(episodes, ev)
+    r["eval_seconds"] = time.perf_counter() - t0
+    log(f"[key-to-door] seed {seed}: CAT {r['cat']['win_rate']:.3f}  BC {r['bc']['win_rate']:.3f}  "
+        f"%BC {r['pct_bc']['win_rate']:.3f}  random {r['random']['win_rate']:.3f}")
+    return r
+
+
+def run(cfg: Config | argparse.Namespace, log=print) -> dict | int:
+    """Run the bench. With a :class:`Config`, return the JSON-able result (``log`` gets progress lines); with the
+    CLI's ``argparse.Namespace`` (the registry's call), print the result and return the exit code."""
+    if isinstance(cfg, argparse.Namespace):
+        return _run_cli(cfg)
+    per_seed = [run_seed(cfg, s, log) for s in cfg.seeds]
+    rows = ("cat", "bc", "pct_bc", "random") + (("cat_refit",) if cfg.head_refit_steps else ())
     mean = lambda k: float(np.mean([r[k]["win_rate"] for r in per_seed]))  # noqa: E731
-    result = {
-        "win_rate": {k: mean(k) for k in ("cat", "bc", "pct_bc", "random")},
-        "episodes": episodes,
-        "seeds": list(args.seeds),
+    sem = lambda k: float(np.std([r[k]["win_rate"] for r in per_seed], ddof=1) / np.sqrt(len(per_seed))  # noqa: E731
+                          ) if len(per_seed) > 1 else 0.0
+    return {
+        "win_rate": {k: mean(k) for k in rows},
+        "win_rate_sem": {k: sem(k) for k in rows},
+        "episodes": 20 if cfg.quick else cfg.episodes,
+        "seeds": list(cfg.seeds),
+        "config": dataclasses.asdict(cfg),
         "sampled_win_rate": {"bc": mean("bc_sampled"), "pct_bc": mean("pct_bc_sampled")},
-        "exact_q_greedy_win_rate": float(np.mean([r["exact_q_greedy"]["win_rate"] for r in per_seed])),
+        "exact_q_greedy_win_rate": mean("exact_q_greedy"),
+        "heldout_bce_final": float(np.mean([r["cat"]["decision_bce"] for r in per_seed])),
+        "heldout_bce_reference": {k: float(np.mean([r["heldout_bce_reference"][k] for r in per_seed]))
+                                  for k in ("constant", "state_value", "exact_q")},
+        "agreement": {k: float(np.mean([r[k]["agreement"] for r in per_seed])) for k in rows if k != "random"}
+        | {"constant": float(np.mean([r["agreement_constant"] for r in per_seed]))},
         "cat_shortest_path_share": float(np.mean([r["cat"]["shortest_path_share"] for r in per_seed])),
         "per_seed": per_seed,
-        "timings": timings,
     }
+
+
+# -- command line -----------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = Config()
+    p.add_argument("--quick", action="store_true", help="tiny configuration for tests (no acceptance numbers)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--seeds", type=int, nargs="+", default=d.seeds, help="training/evaluation seeds (default 0)")
+    p.add_argument("--episodes", type=int, default=d.episodes, help=f"evaluation episodes per policy ({d.episodes})")
+    p.add_argument("--train-size", type=int, default=d.train_size, help=f"random trajectories ({d.train_size})")
+    p.add_argument("--heldout-size", type=int, default=d.heldout_size,
+                   help=f"fresh held-out trajectories for evaluation during training ({d.heldout_size})")
+    p.add_argument("--val-episodes", type=int, default=d.val_episodes,
+                   help=f"validation episodes at each evaluation ({d.val_episodes}; 0 = none)")
+    p.add_argument("--epochs", type=float, default=d.epochs, help=f"CAT epochs ({d.epochs:g})")
+    p.add_argument("--bc-epochs", type=float, default=d.bc_epochs, help=f"BC epochs ({d.bc_epochs:g})")
+    p.add_argument("--pct-bc-epochs", type=float, default=d.pct_bc_epochs,
+                   help=f"%%BC epochs over the successful trajectories ({d.pct_bc_epochs:g})")
+    p.add_argument("--attribute-lambda", type=float, default=d.attribute_lambda, help=f"λ of CAT ({d.attribute_lambda:g})")
+    p.add_argument("--alpha", type=float, default=d.alpha, help=f"α of the CAT product rule ({d.alpha:g})")
+    p.add_argument("--context-window", type=int, default=d.context_window,
+                   help=f"attention window W of every trunk ({d.context_window}; 0 = full causal attention)")
+    p.add_argument("--n-layer", type=int, default=d.n_layer, help=f"trunk layers ({d.n_layer})")
+    p.add_argument("--n-embd", type=int, default=d.n_embd, help=f"trunk width ({d.n_embd})")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"peak lr ({d.learning_rate:g})")
+    p.add_argument("--head-learning-rate", type=float, default=None, help="lr of CAT's head (default: --learning-rate)")
+    p.add_argument("--evals", type=int, default=d.evals, help=f"evaluations during training ({d.evals})")
+    p.add_argument("--select", choices=SELECT, default=d.select,
+                   help=f"model selection metric for all three models ({d.select})")
+    p.add_argument("--head-refit-steps", type=int, default=d.head_refit_steps,
+                   help="> 0: also report a head refitted on the frozen CAT trunk (cat_refit row; default 0)")
+    p.add_argument("--model-dir", default=None, help="also save the CAT model of the first seed here")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(seeds=list(args.seeds), episodes=args.episodes, train_size=args.train_size,
+                  heldout_size=args.heldout_size, val_episodes=args.val_episodes, epochs=args.epochs,
+                  bc_epochs=args.bc_epochs, pct_bc_epochs=args.pct_bc_epochs,
+                  attribute_lambda=args.attribute_lambda, alpha=args.alpha,
+                  context_window=args.context_window or None, n_layer=args.n_layer, n_embd=args.n_embd,
+                  learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, evals=args.evals, select=args.select,
+                  head_refit_steps=args.head_refit_steps, quick=args.quick, model_dir=args.model_dir)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    import sys
+
+    result = run(config_from_args(args), log=lambda s: print(s, file=sys.stderr))
     if args.json:
         print(json.dumps(result))
     else:
-        w = result["win_rate"]
-        print(f"Key-to-Door, {episodes} episodes x seeds {list(args.seeds)}: CAT {w['cat']:.3f}  BC {w['bc']:.3f}  "
-              f"%BC {w['pct_bc']:.3f}  random {w['random']:.3f}  (sampled: BC {result['sampled_win_rate']['bc']:.3f}, "
-              f"%BC {result['sampled_win_rate']['pct_bc']:.3f}); CAT shortest-path share "
-              f"{result['cat_shortest_path_share']:.3f}; greedy on the exact Q^β (ceiling) "
-              f"{result['exact_q_greedy_win_rate']:.3f}; CAT argmax = best action under Q^β at "
-              f"{np.mean([r['cat_vs_exact_q']['argmax_agreement'] for r in per_seed]):.2f} of first decisions")
+        w, s = result["win_rate"], result["win_rate_sem"]
+        ref = result["heldout_bce_reference"]
+        print(f"Key-to-Door, {result['episodes']} episodes x seeds {result['seeds']}: "
+              + "  ".join(f"{k} {w[k]:.3f}±{s[k]:.3f}" for k in w)
+              + f"; held-out decision BCE of CAT {result['heldout_bce_final']:.4f} (constant {ref['constant']:.4f}, "
+              f"state value {ref['state_value']:.4f}, exact Q^β {ref['exact_q']:.4f}); agreement with Q^β "
+              + ", ".join(f"{k} {v:.2f}" for k, v in result["agreement"].items()))
     return 0

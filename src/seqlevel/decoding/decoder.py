@@ -245,8 +245,7 @@ def generate(
         if step == N - 1 or bool(done.all()):
             break
         out = model(input_ids=feed[:, None], attention_mask=_additive_mask(mask[:, : slot + 1], mask_dtype),
-                    position_ids=write_at[:, None], cache=cache, use_cache=True,
-                    output_hidden_states=need_hidden)
+                    position_ids=write_at[:, None], cache=cache, use_cache=True, output_hidden_states=need_hidden)
         logits = out.logits[:, -1].float()  # (B, V)
         if need_hidden:
             hidden = tuple(h[:, -1] for h in out.hidden_states)

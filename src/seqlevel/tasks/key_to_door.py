@@ -231,3 +231,51 @@ def play_behaviour_greedy(episodes: int, seed: int) -> dict:
         a = np.where(env.phase == 1, a1, 0)
         env.step(a)
     return {"win_rate": float(env.success.mean()), "key_rate": float((env.key_step >= 0).mean())}
+
+
+@dataclass
+class Decisions:
+    """Key-room decisions (key not yet held) read off token sequences; every field is ``(N,)``.
+
+    ``seq``: sequence index; ``pos``: position of the observation token (the head is read there, at the candidate
+    actions); ``t``: step in phase 1; ``r, c``: agent cell; ``key``: key-cell index; ``action``: realised action
+    (0..3 = N S W E); ``label``: the sequence's win label.
+    """
+
+    seq: np.ndarray
+    pos: np.ndarray
+    t: np.ndarray
+    r: np.ndarray
+    c: np.ndarray
+    key: np.ndarray
+    action: np.ndarray
+    label: np.ndarray
+
+    def exact_q(self) -> np.ndarray:
+        """``(N, 4)`` exact ``Q^β(s, a)`` of :func:`behaviour_action_values` at these decisions."""
+        q, _ = behaviour_action_values()
+        return q[self.t, self.r, self.c, self.key]
+
+
+KEY_ROOM_PREFIX = 2 + 2 * T1  # tokens up to and including the last key-room observation: <bos> KEY (OBS a)*T1
+
+
+def key_room_decisions(tokens: list[list[int]], labels) -> Decisions:
+    """All key-room decisions taken before the key was picked up, in ``tokens`` (as :func:`random_trajectories`
+    writes them: the observation of step ``t`` at position ``2 + 2t``, its action right after)."""
+    labels = np.asarray(labels)
+    out = {k: [] for k in ("seq", "pos", "t", "r", "c", "key", "action", "label")}
+    n_keys = len(_KEY_CELLS)
+    for i, seq in enumerate(tokens):
+        for t in range(T1):
+            p = 2 + 2 * t
+            if p + 1 >= len(seq) or not OBS1 <= seq[p] < OBS2:
+                break
+            cell, k = divmod(seq[p] - OBS1, n_keys + 1)
+            a = seq[p + 1] - ACTION0
+            if k == n_keys or not 0 <= a < 4:  # key already held: every action has the same value
+                break
+            r, c = _ROOM1[cell]
+            for name, v in zip(out, (i, p, t, r, c, k, a, labels[i])):
+                out[name].append(v)
+    return Decisions(**{k: np.asarray(v, dtype=np.int64) for k, v in out.items()})

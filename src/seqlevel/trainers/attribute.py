@@ -8,6 +8,13 @@
   (+ consistency) alone.
 
 The dataset needs ``input_ids`` (or a text column) and one attribute label per sequence (``attribute_field``).
+
+Held-out evaluation works the way ``transformers.Trainer`` users expect: set ``eval_strategy`` (and ``eval_steps``)
+and pass ``eval_dataset``; :meth:`AttributeTrainer.evaluate` reports ``eval_lm_loss``, ``eval_attribute_loss`` and
+``eval_loss`` (``lm + λ·attribute``, token-weighted over the whole eval set), plus whatever the optional
+``decision_metrics(model) -> dict`` callable returns (e.g. agreement of the steered policy with exact values), as
+``eval_<name>``. Any of them can be ``metric_for_best_model`` with ``load_best_model_at_end=True`` (the best
+checkpoint's base and head are reloaded).
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
         head_rank: r of the factorised head. head_block_size: width of the attribute block (default d).
         head_query_std: init std of the head's queries (``AttributeHeadConfig.query_std``); used when a fresh head
             is built.
+        head_learning_rate: learning rate of the attribute head's parameters (``None``: ``learning_rate``, one
+            group); the schedule scales both groups alike.
+        context_window: W, the trunk's attention window (``AttributeHeadConfig.context_window``; ``None`` = full
+            causal); used when a fresh head is built, and must match the model's otherwise.
         attribute_field: dataset column with one label per sequence.
         max_length / dataset_text_field / append_eos: as in ``MixCEConfig``.
         nonfinite_policy / nonfinite_check_grads / magnitude_limit / checkpoint_checksums: see
@@ -63,6 +74,11 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
     head_rank: int = field(default=32, metadata={"help": "rank r of the factorised head"})
     head_block_size: int | None = field(default=None, metadata={"help": "attribute block width (default d)"})
     head_query_std: float = field(default=0.02, metadata={"help": "init std of the head's queries (fresh head)"})
+    head_learning_rate: float | None = field(default=None, metadata={
+        "help": "learning rate of the attribute head (default: learning_rate)"})
+    context_window: int | None = field(default=None, metadata={
+        "help": "tokens each position attends to (itself + W-1 before; banded mask used in training and inference); "
+                "default: full causal"})
     attribute_field: str = field(default="attribute", metadata={"help": "column with the sequence label"})
     max_length: int = field(default=512, metadata={"help": "max tokens per example, <eos> included"})
     dataset_text_field: str = field(default="text", metadata={"help": "text column of the dataset"})
@@ -79,6 +95,10 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
         if self.regime not in REGIMES:
             raise ValueError(f"regime must be one of {REGIMES}, got {self.regime!r}; fine-tuning and training "
                              "from scratch are both 'joint' (pass a pretrained or a fresh base)")
+        if self.context_window is not None and self.context_window < 1:
+            raise ValueError(f"context_window must be None (full causal attention) or >= 1, got {self.context_window}")
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise ValueError(f"head_learning_rate must be > 0 or None (= learning_rate), got {self.head_learning_rate}")
         if self.consistency_chunk < 1:
             raise ValueError(f"consistency_chunk must be >= 1, got {self.consistency_chunk}")
         if self.max_length < 2:
@@ -134,10 +154,13 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         train_dataset / eval_dataset: ``datasets.Dataset`` with ``input_ids`` or text, plus the attribute column.
         processing_class: the tokenizer (needed for text columns and padding).
         peft_config: optional ``peft.PeftConfig`` applied to the base (joint regime).
+        decision_metrics: optional ``callable(model) -> dict[str, float]``, called by :meth:`evaluate` with the
+            unwrapped :class:`AttributeModel` in eval mode under ``torch.no_grad()``; its entries are logged as
+            ``eval_<name>`` and can be ``metric_for_best_model``.
     """
 
     def __init__(self, model, args: AttributeConfig | None = None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, data_collator=None, peft_config=None, **kwargs):
+                 processing_class=None, data_collator=None, peft_config=None, decision_metrics=None, **kwargs):
         args = args if args is not None else AttributeConfig(output_dir="cat_output")
         if not isinstance(args, AttributeConfig):
             raise ValueError(f"args must be an AttributeConfig, got {type(args).__name__}; build it with "
@@ -148,7 +171,7 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
 
                 model = get_peft_model(model, peft_config)
             model = AttributeModel.for_base(model, args.attribute_kind, args.num_classes, args.head_rank,
-                                            args.head_block_size, args.head_query_std)
+                                            args.head_block_size, args.head_query_std, args.context_window)
         elif peft_config is not None:
             raise ValueError("peft_config was given with an AttributeModel; apply PEFT to the base before joining "
                              "it with the head, or pass the bare causal LM")
@@ -156,6 +179,9 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
                                                  and model.head.config.num_classes != args.num_classes):
             raise ValueError(f"the model's head is {model.kind} (K={model.head.config.num_classes}) but args ask for "
                              f"{args.attribute_kind} (K={args.num_classes}); make them agree")
+        if model.context_window != args.context_window:
+            raise ValueError(f"the model's context_window is {model.context_window} but args ask for "
+                             f"{args.context_window}; make them agree (it is saved with the head)")
         if args.regime == "head_only":
             for p in model.base.parameters():
                 p.requires_grad_(False)
@@ -167,9 +193,68 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             if pad is None:
                 pad = getattr(processing_class, "eos_token_id", None) or 0  # pads are masked out
             data_collator = AttributeCollator(pad, args.attribute_kind, args.num_classes)
+        self.decision_metrics = decision_metrics
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, data_collator=data_collator, **kwargs)
         attach(self, credit_example(self))  # a credit map in the training logs (trainers/callbacks.py)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Held-out ``lm_loss`` / ``attribute_loss`` / ``loss`` (token-weighted means over ``eval_dataset``) and the
+        ``decision_metrics``; logged, passed to the callbacks' ``on_evaluate``, and returned with the prefix."""
+        ds = _prepare(eval_dataset, self.processing_class, self.args) if eval_dataset is not None \
+            else self.eval_dataset
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        metrics: dict[str, float] = {}
+        with torch.no_grad():
+            if ds is not None:
+                sums, count = {}, 0
+                for inputs in self.get_eval_dataloader(ds):
+                    inputs = self._prepare_inputs(inputs)
+                    n = int((inputs["labels"][:, 1:] != -100).sum())
+                    for k, v in self.cat_losses(model, inputs).items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * n
+                    count += n
+                lam = 1.0 if self.args.regime == "head_only" else self.args.attribute_lambda
+                means = {k: v / max(count, 1) for k, v in sums.items()}
+                total = means["lm"] + lam * means["attribute"] + self.args.consistency_weight * means.get(
+                    "consistency", 0.0)
+                metrics.update({f"{metric_key_prefix}_lm_loss": means["lm"],
+                                f"{metric_key_prefix}_attribute_loss": means["attribute"],
+                                f"{metric_key_prefix}_loss": total})
+            if self.decision_metrics is not None:
+                for k, v in self.decision_metrics(model).items():
+                    metrics[f"{metric_key_prefix}_{k}"] = float(v)
+        model.train(was_training)
+        if not metrics:
+            raise ValueError("nothing to evaluate: pass eval_dataset (held-out sequences with labels) and/or "
+                             "decision_metrics to the AttributeTrainer")
+        metrics[f"{metric_key_prefix}_epoch"] = float(self.state.epoch or 0.0)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def create_optimizer(self, model=None):
+        """``Trainer``'s optimizer, with the head's parameters in their own groups at ``head_learning_rate``."""
+        opt = super().create_optimizer(model)
+        if self.args.head_learning_rate is None:
+            return opt
+        head = {id(p) for p in self.accelerator.unwrap_model(self.model).head.parameters()}
+        moved = []
+        for g in list(opt.param_groups):  # no step was taken yet, so there is no optimizer state to move
+            mine = [p for p in g["params"] if id(p) in head]
+            g["params"] = [p for p in g["params"] if id(p) not in head]
+            moved += [{k: v for k, v in g.items() if k != "params"} | {"params": mine,
+                                                                         "lr": self.args.head_learning_rate}] if mine else []
+        opt.param_groups[:] = [g for g in opt.param_groups if g["params"]]
+        for g in moved:
+            opt.add_param_group(g)
+        return opt
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end``: reload base and head from the best checkpoint (what :meth:`_save` wrote)."""
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
 
     def cat_losses(self, model, inputs: dict, num_items_in_batch=None) -> dict[str, torch.Tensor]:
         """``{"lm", "attribute", "consistency"}`` for one batch (each normalised by ``num_items_in_batch``).
