@@ -21,8 +21,9 @@ def test_readme_has_quickstarts():
 
 def test_readme_blocks_run_in_order_and_chain(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    ns = {"__name__": "readme"}  # one session: a block may use what an earlier block defined, as a reader would
     for i, block in enumerate(BLOCKS):
-        exec(compile(block, f"README.md[python block {i}]", "exec"), {"__name__": f"readme_{i}"})
+        exec(compile(block, f"README.md[python block {i}]", "exec"), ns)
     assert (tmp_path / "runs" / "sm" / "config.json").is_file()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     for i, block in enumerate(SHELL):

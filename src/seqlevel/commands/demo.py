@@ -8,8 +8,10 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="the small configuration the tests run (< 2 min)")
     p.add_argument("--output-dir", default="runs/demo", help="where the report and pictures go")
-    p.add_argument("--sections", default="markov,sequencematch,arithmetic,cat",
-                   help="comma list of sections to run (default all: markov,sequencematch,arithmetic,cat)")
+    from seqlevel.demo import SECTIONS  # the one list of sections
+
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma list of sections to run (default all: {','.join(SECTIONS)})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -146,8 +146,10 @@ def _describe(cfg, script, notes: list[str]) -> str:
              + f", max_length {cfg.max_length}, output {cfg.output_dir}"]
     lines += [f"  note: {n}" for n in notes]
     if script.objective != "mle":
-        lines.append(f"  logged 'loss' is the {script.objective} objective; 'nll' is the plain per-token NLL "
-                     "(compare runs across objectives on 'nll')")
+        what = {"sequencematch": "the behaviour-cloning NLL of the (noise-augmented) data actions",
+                "cat": "the LM's plain per-token NLL"}.get(script.objective, "the plain per-token NLL")
+        lines.append(f"  logged 'loss' is the {script.objective} objective; 'nll' is {what} (compare runs across "
+                     "objectives on 'nll')")
     return "\n".join(lines)
 
 
