@@ -97,7 +97,7 @@ def _recompute_on_backspace(model, prompts: list[list[int]], n_actions: int, ste
             mask = torch.tensor([[0] * (W - len(s)) + [1] * len(s) for s in live], device=device)
             cache = DynamicCache()
             out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                        past_key_values=cache, use_cache=True, logits_to_keep=1)
+                        cache=cache, use_cache=True, logits_to_keep=1)
             logits = out.logits[:, -1].float()
         ctx = type("Ctx", (), {"rows": rows, "step": step})()
         action = steer(logits, ctx).argmax(dim=-1)
@@ -112,7 +112,7 @@ def _recompute_on_backspace(model, prompts: list[list[int]], n_actions: int, ste
             continue
         mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
         pos = torch.tensor([[len(s) - 1] for s in live], device=device)
-        out = model(input_ids=action[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache,
+        out = model(input_ids=action[:, None], attention_mask=mask, position_ids=pos, cache=cache,
                     use_cache=True)
         logits = out.logits[:, -1].float()
     return [s[len(p):] for s, p in zip(live, prompts)]
