@@ -144,7 +144,7 @@ class AttributeModel(nn.Module):
         if W is not None:
             if kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
                 raise ValueError(f"this model has context_window={W}; a KV cache would let new tokens attend past "
-                                 "the window. Call it without a cache on (at least) the last W tokens")
+                                 "the window. Call it without a cache (cache= or past_key_values=) on (at least) the last W tokens")
             if attention_mask is not None and attention_mask.dim() == 4:
                 raise ValueError("pass a 2-D padding mask; the model builds its own 4-D window mask")
             dtype = next(self.base.parameters()).dtype
