@@ -4,6 +4,8 @@
 ``key_to_door``: the three-room sparse-reward grid world (DT Table 6, CAT §3.1); ``reviews``: a review
 language with an exact 1-5 star posterior (CAT estimation and steering).
 ``markov``: the bigram world of the MixCE synthetic experiment (``markov_train`` holds its model and loop).
+``markov_backspace``: that world with ground-truth noise for ``<bksp>`` and final-text metrics (SequenceMatch).
+``tabular``: tree MDPs with exact occupancies, the instrument that judges the SequenceMatch objective's optimum.
 """
 
 from seqlevel.tasks import arithmetic, key_to_door, reviews
