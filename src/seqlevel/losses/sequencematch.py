@@ -21,10 +21,11 @@ Reconstructed choices (RECON in the notes), each a knob with the principled defa
   ``c·Ê_M[r²]`` on model rows. ``c = ¼`` is the literal LS-IQ derivation (the paper's ``φ(x) = x − x²/4``); we
   read the paper's unexplained "α = 0.01" as ``c`` (notes §0.1). Why not ¼: the value term telescopes, so on
   complete trajectories χ²-mix is γ-weighted BC minus ``c·(Ê_D + Ê_M)[Σ γ^i r_i²]``, and the ``r²`` terms pull the
-  policy towards the zero-reward soft-optimal (maximum-entropy) policy with weight ``c`` against BC's 1; with
-  ``c = ¼`` the optimum of a tabular world is measurably flatter than the expert and, with ``<bksp>``, loops
-  token + ``<bksp>`` (tests/losses/test_sequencematch_tabular.py measures both). ``model_reg`` overrides the
-  model-side weight alone (default: ``chi2_weight``).
+  policy towards the zero-reward soft-optimal (maximum-entropy) policy with weight ``c`` against BC's 1, so a
+  smaller ``c`` keeps that pull weaker. Measured in the tabular instrument (:mod:`seqlevel.tasks.tabular`,
+  docs/results.md): at γ = 0.998 both 0.01 and ¼ recover the expert (policy TV ≤ 0.0004) and backspace at the
+  states only the model visits; the flattening an earlier audit reported for ¼ shows here only at γ = 0.9.
+  ``model_reg`` overrides the model-side weight alone (default: ``chi2_weight``).
 * ``model_mix=0.5``: weight of model trajectories in the value term's ``ρ_mix`` (IQ-Learn's 50/50 batches). When
   the batch (or ``num_sequences``) has no model trajectories, the value term falls back to the data side alone.
 * normalisation: per-sequence γ-weighted sums, averaged over data and over model sequences separately, times
@@ -321,8 +322,8 @@ def sequencematch_loss(
         value_on_truncated: also put model rows that never reached ``<eos>`` (cut at the rollout cap) in the value
             term. Default False (RECON): the value term telescopes to ``(1 − γ)E[V(s_0)]`` only over complete
             trajectories; a truncated row adds ``−γ^K V(s_K)``, which rewards high V wherever the rollout was cut
-            (in the tabular instrument it decides the policy at off-data states). Truncated rows keep their
-            ``r²`` terms.
+            (in the tabular instrument at horizon 5 it moved π(<bksp>) at off-data states from 0.97 to 0.29; at
+            horizon 4 it made no difference). Truncated rows keep their ``r²`` terms.
         return_terms: also return the per-sequence terms and diagnostics.
 
     Returns:

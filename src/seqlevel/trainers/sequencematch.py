@@ -50,8 +50,8 @@ class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
             done-masking, V(terminal) = 0).
         chi2_weight: the weight ``c`` of the χ² terms on both sides: ``φ(r) = r − c·r²`` on data rows and
             ``c·Ê_M[r²]`` on model rows (RECON; our reading of the paper's "α = 0.01"). ¼ is the literal
-            ``φ(x) = x − x²/4``; its ``r²`` terms pull the policy towards maximum entropy and, with ``<bksp>``,
-            into token + ``<bksp>`` loops (see :mod:`seqlevel.losses.sequencematch` and docs/results.md).
+            ``φ(x) = x − x²/4``; the ``r²`` terms pull the policy towards maximum entropy with weight ``c``
+            (see :mod:`seqlevel.losses.sequencematch` and docs/results.md for what the tabular instrument measured).
         model_reg: override of the model-side ``r²`` weight alone (None: ``chi2_weight``).
         occupancy_normalize: multiply the SM loss by ``(1 − γ)`` (an expectation under the normalised occupancy).
         value_on_truncated: also put rollouts cut at ``max_new_actions`` in the value term (default False: only
