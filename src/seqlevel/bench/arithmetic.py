@@ -133,9 +133,9 @@ def _deletes_first(actions, backspace_id: int) -> bool:
 
 
 def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test, output_dir: str,
-            keep: dict | None = None, init_model=None) -> dict:
+            keep: dict | None = None, init_model=None, pretrain_seconds: float = 0.0) -> dict:
     """Train one model (from scratch, or a copy of ``init_model``) and evaluate it; returns one result row
-    (``keep`` receives the trainer)."""
+    (``keep`` receives the trainer). ``train_seconds`` includes ``pretrain_seconds`` (the shared checkpoint's)."""
     import copy
 
     import datasets
@@ -177,26 +177,23 @@ def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test,
         keep.update(trainer=trainer, tokenizer=tok)
     if is_mle:
         ev["recovery_rate"] = 0.0  # no <bksp> in the action space: nothing can be repaired
-    if finetune:
-        seconds += keep_pre_seconds(init_model)
+    seconds += pretrain_seconds
     return {"method": method, "noise": float(noise if not is_mle else 0.0), "noise_type": cfg.noise_type,
             "seed": seed, **{k: ev[k] for k in ("accuracy", "backspace_rate")}, "train_seconds": seconds,
             **{k: ev[k] for k in ("accuracy_greedy", "recovery_rate", "recovery_accuracy")}}
 
 
-def keep_pre_seconds(model) -> float:
-    return float(getattr(model, "_seqlevel_pretrain_seconds", 0.0))
-
-
 def pretrain(cfg: BenchConfig, seed: int, train, output_dir: str):
-    """MLE on clean data for ``cfg.pretrain_steps`` steps (cosine schedule at ``cfg.lr``): the shared checkpoint."""
+    """MLE on clean data for ``cfg.pretrain_steps`` steps (cosine schedule at ``cfg.lr``): the shared checkpoint.
+
+    Returns:
+        ``(model, seconds)``.
+    """
     keep: dict = {}
     pre = replace(cfg, steps=cfg.pretrain_steps, n_test=1)
     t0 = time.perf_counter()
     run_one(pre, "mle", 0.0, seed, train, train[:1], output_dir, keep=keep)
-    model = keep["trainer"].model
-    model._seqlevel_pretrain_seconds = time.perf_counter() - t0
-    return model
+    return keep["trainer"].model, time.perf_counter() - t0
 
 
 def run_bench(cfg: BenchConfig, output_dir: str = "runs/bench_arithmetic", log=print) -> dict:
@@ -209,11 +206,11 @@ def run_bench(cfg: BenchConfig, output_dir: str = "runs/bench_arithmetic", log=p
                               test_entropy=cfg.entropy, bases=cfg.bases)
     rows = []
     for seed in cfg.seeds:
-        init = pretrain(cfg, seed, train, f"{output_dir}/pretrain-{seed}") if cfg.pretrain_steps else None
+        init, pre_s = pretrain(cfg, seed, train, f"{output_dir}/pretrain-{seed}") if cfg.pretrain_steps else (None, 0.0)
         for method in cfg.methods:
             for noise in ((0.0,) if method == "mle" else cfg.noises):
                 row = run_one(cfg, method, noise, seed, train, test, f"{output_dir}/{method}-{noise}-{seed}",
-                              init_model=init)
+                              init_model=init, pretrain_seconds=pre_s)
                 log(f"{row['method']:>13} noise={row['noise']:.2f} seed={seed} acc={row['accuracy']:.3f} "
                     f"greedy={row['accuracy_greedy']:.3f} bksp={row['backspace_rate']:.3f} "
                     f"recovery={row['recovery_rate']:.3f} train={row['train_seconds']:.0f}s")

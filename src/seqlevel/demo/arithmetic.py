@@ -70,11 +70,12 @@ def section_arithmetic(quick: bool, workdir: str) -> Section:
     train, test = make_splits(cfg.n_train, cfg.n_test, seed=0, train_entropy=cfg.entropy, test_entropy=cfg.entropy,
                               bases=cfg.bases)
     rows, keep = [], {}
-    init = pretrain(cfg, 0, train, os.path.join(workdir, "arith-pretrain"))
+    init, pre_s = pretrain(cfg, 0, train, os.path.join(workdir, "arith-pretrain"))
     for method in ("mle", "bc", "sequencematch"):
         noise = 0.0 if method == "mle" else NOISE
         rows.append(run_one(cfg, method, noise, 0, train, test, os.path.join(workdir, f"arith-{method}"),
-                            keep=keep if method == "sequencematch" else None, init_model=init))
+                            keep=keep if method == "sequencematch" else None, init_model=init,
+                            pretrain_seconds=pre_s))
     examples = repair_examples(keep["trainer"], keep["tokenizer"], test)
     by = {r["method"]: r for r in rows}
     lines = [

@@ -3,11 +3,10 @@ MixCE synthetic experiment, scored exactly against the true P (``seqlevel.tasks.
 
 from __future__ import annotations
 
-import io
 import time
 
 from seqlevel.bench.markov import best_by_objective, format_table, run_grid, summarize
-from seqlevel.demo.section import Section
+from seqlevel.demo.section import Section, figure_png
 from seqlevel.tasks.markov_train import TrainConfig, parse_objective
 
 
@@ -44,10 +43,7 @@ def _eta_sweep_png(summary: list[dict]) -> bytes:
         ax.legend(fontsize=8)
     fig.suptitle("Bigram world (known P): MixCE η sweep, mean over seeds")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=100)
 
 
 def section_markov(quick: bool, progress: bool = True) -> Section:

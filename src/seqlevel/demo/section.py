@@ -36,3 +36,13 @@ def run_bench_json(name: str, argv: list[str]) -> dict:
     if rc != 0:
         raise RuntimeError(f"bench {name} {' '.join(argv)} exited with status {rc}")
     return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (closed afterwards): what ``Section.figures`` holds."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()

@@ -8,10 +8,9 @@ rate of each (after backspaces: what a reader of the samples would see).
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 
-from seqlevel.demo.section import Section
+from seqlevel.demo.section import Section, figure_png
 
 ORDER = ("mle", "bc", "bc_continued", "sequencematch", "tv")
 
@@ -40,10 +39,7 @@ def _figure(summary: list[dict]) -> bytes:
     ax.set_ylabel("impossible bigrams per 100 tokens\n(final text, after <bksp>)")
     ax.set_title("Compounding error on a known P: lower is better")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 def section_sequencematch(quick: bool, progress: bool = False) -> Section:

@@ -203,6 +203,7 @@ def sequencematch_terms_from_qv(
     r = Q - gamma * V_next  # eq. (4): r = Q(s, a) − γ V(s')
     mask = has_r.to(dt)
     phi_sum = (mask * w * phi(divergence, torch.where(has_r, r, 0.0), max_phi_slope, chi2_weight)).sum(1)
+    r_weight = w  # occupancy weight of each slot's r (the per-slot gradient scale); γ^K/(1 − γ) at the tail
     r2_sum = (mask * w * r**2).sum(1)
     value_sum = (valid.to(dt) * w * (V - gamma * V_next)).sum(1)  # telescopes over time steps
     if eos == "absorbing":  # closed-form tail at u_K: Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
@@ -216,8 +217,7 @@ def sequencematch_terms_from_qv(
         value_sum = value_sum + (eos_abs.to(dt) * w * V).sum(1)
         r = torch.where(a, r_abs, r)
         has_r = has_r | a
-    # occupancy weight of each slot's r (γ^i, or γ^K/(1 − γ) at the absorbing tail): the per-slot gradient scale
-    r_weight = torch.where(eos_abs & (labels != IGNORE), w / (1.0 - gamma), w) if eos == "absorbing" else w
+        r_weight = torch.where(a, tail_w, w)
     return {"phi": phi_sum, "r2": r2_sum, "value": value_sum, "r": r.detach(), "V": V.detach(), "has_r": has_r,
             "r_weight": (r_weight * has_r.to(dt)).detach(), "complete": eos_abs.any(1)}
 

@@ -149,10 +149,8 @@ class ForbiddenMass:
 
     def __init__(self, p: MarkovP, eos_id: int, inner=None):
         self.p, self.eos_id, self.inner = p, eos_id, inner
-        V = p.vocab_size
         self.mask_by_last: dict[int, torch.Tensor] = {}
         self.total, self.count = 0.0, 0
-        self._V = V
 
     def _mask(self, t: int, width: int) -> torch.Tensor:
         if t not in self.mask_by_last:

@@ -30,6 +30,28 @@ def _workload(device: str, quick: bool, kind: str, num_classes: int = 2):
     return base, model, ids, f"{'tiny' if quick else 'small'}-gpt2, batch {B}x{T}, V={V}"
 
 
+def _estimate_case(device: str, quick: bool, kind: str, target: int, num_classes: int = 2) -> SpeedCase:
+    """CAT forward + p(v) + P(a = target | v) for every candidate v (one GEMM pass, no ``(B, T, V, K)`` tensor,
+    written into the logits once their softmax is taken) against a plain LM forward + softmax."""
+    from seqlevel.attributes.estimate import class_probability
+
+    base, model, ids, desc = _workload(device, quick, kind, num_classes)
+
+    @torch.no_grad()
+    def estimate():
+        out = model(ids)  # logits (B, T, V), hidden (B, T, d)
+        p = out.logits.softmax(-1)  # p(v)
+        return p, class_probability(model.head, out.hidden, target=target, out=out.logits)  # in the logits
+
+    @torch.no_grad()
+    def forward():
+        return base(input_ids=ids).logits.softmax(-1)
+
+    k = f", K={num_classes}" if kind == "categorical" else ""
+    return SpeedCase(a=estimate, b=forward, a_name=f"CAT forward + all-candidates P(a={target}|v){k} (r=8)",
+                     b_name="plain LM forward + softmax", sync=device_sync(device), description=desc + k)
+
+
 def cat_estimate_vs_forward(device: str = "cpu", quick: bool = False) -> SpeedCase:
     """A: one pass giving p(v) and P(a = 1 | v) for every candidate v at every position (binary attribute);
     B: the base model's plain forward + softmax on the same batch.
@@ -38,22 +60,7 @@ def cat_estimate_vs_forward(device: str = "cpu", quick: bool = False) -> SpeedCa
     sigmoid over ``(B, T, V)``, done block by block while the block is in cache
     (:func:`seqlevel.attributes.estimate.class_probability`), written into the logits once their softmax is taken
     (no second fresh ``(B, T, V)`` tensor)."""
-    from seqlevel.attributes.estimate import class_probability
-
-    base, model, ids, desc = _workload(device, quick, "binary")
-
-    @torch.no_grad()
-    def estimate():
-        out = model(ids)  # logits (B, T, V), hidden (B, T, d)
-        p = out.logits.softmax(-1)  # p(v)
-        return p, class_probability(model.head, out.hidden, target=1, out=out.logits)  # P(a=1|v), in the logits
-
-    @torch.no_grad()
-    def forward():
-        return base(input_ids=ids).logits.softmax(-1)
-
-    return SpeedCase(a=estimate, b=forward, a_name="CAT forward + all-candidates P(a=1|v) (r=8)",
-                     b_name="plain LM forward + softmax", sync=device_sync(device), description=desc)
+    return _estimate_case(device, quick, "binary", target=1)
 
 
 def cat_estimate_vs_forward_k5(device: str = "cpu", quick: bool = False) -> SpeedCase:
@@ -61,22 +68,7 @@ def cat_estimate_vs_forward_k5(device: str = "cpu", quick: bool = False) -> Spee
     P(a = target | v) for every candidate v at every position (the binary case's P(a = 1 | v), for one of five
     classes), via :func:`seqlevel.attributes.estimate.class_probability`, which never builds the
     ``(B, T, V, K)`` tensor (the full tensor measured 3.3–3.9× a forward)."""
-    from seqlevel.attributes.estimate import class_probability
-
-    base, model, ids, desc = _workload(device, quick, "categorical", num_classes=5)
-
-    @torch.no_grad()
-    def estimate():
-        out = model(ids)  # logits (B, T, V), hidden (B, T, d)
-        p = out.logits.softmax(-1)  # p(v)
-        return p, class_probability(model.head, out.hidden, target=4, out=out.logits)  # P(a=4|v), in the logits
-
-    @torch.no_grad()
-    def forward():
-        return base(input_ids=ids).logits.softmax(-1)
-
-    return SpeedCase(a=estimate, b=forward, a_name="CAT forward + all-candidates P(a=4|v), K=5 (r=8)",
-                     b_name="plain LM forward + softmax", sync=device_sync(device), description=desc + ", K=5")
+    return _estimate_case(device, quick, "categorical", target=4, num_classes=5)
 
 
 def attribute_memory(hidden: Tensor, weight: Tensor, labels: Tensor, chunk: int) -> Callable[[], Tensor]:
