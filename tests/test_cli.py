@@ -80,6 +80,8 @@ def test_bench_speed_json_contract(capsys):
 
 
 def test_bench_speed_unknown_case(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["bench", "speed", "--case", "nope"])
-    assert e.value.code == 2
+    assert main(["bench", "speed", "--case", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--case must be one of" in err and "sm-step-vs-mle" in err and len(err.strip().splitlines()) == 1
+    assert main(["bench", "speed"]) == 2
+    assert "--case is required" in capsys.readouterr().err

@@ -59,13 +59,12 @@ def test_bad_input(argv, msg, capsys):
 
 
 def test_model_and_warmup_flags_reach_the_config():
-    import argparse
+    from seqlevel.commands.bench import parse_config
 
-    from seqlevel.bench.arithmetic import add_arguments, config_from_args
-
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    cfg = config_from_args(p.parse_args(["--steps", "4000", "--bc-warmup-steps", "2666", "--n-layer", "4",
-                                         "--n-embd", "128"]))
+    cfg = parse_config("arithmetic", ["--steps", "4000", "--bc-warmup-steps", "2666", "--n-layer", "4",
+                                      "--n-embd", "128"])
     model = dict(cfg.model_overrides)
-    assert (cfg.steps, cfg.bc_warmup_steps, model["n_layer"], model["n_embd"]) == (4000, 2666, 4, 128)
+    assert (cfg.steps, cfg.warmup(), model["n_layer"], model["n_embd"]) == (4000, 2666, 4, 128)
+    quick = parse_config("arithmetic", ["--quick", "--steps", "4"])  # the preset, then the flags given
+    assert (quick.steps, quick.warmup(), quick.n_embd, quick.seeds) == (4, 2, 48, (0,))
+    assert parse_config("arithmetic", []).warmup() == 800

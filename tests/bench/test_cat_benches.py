@@ -9,6 +9,7 @@ from seqlevel.bench.speed import build_case, measure
 from seqlevel.cli import main
 from seqlevel.presets import tiny_model
 from seqlevel.tasks.reviews import ReviewWorld
+from tests.bench.test_json_unchanged import FIXTURES, assert_same
 
 
 def _json(capsys, argv):
@@ -19,6 +20,8 @@ def _json(capsys, argv):
 @pytest.mark.slow
 def test_key_to_door_contract(capsys):
     r = _json(capsys, ["bench", "key-to-door", "--quick", "--json", "--head-refit-steps", "5"])
+    # the same JSON as the argv runner printed before benchmarks became Config + run(cfg)
+    assert_same(r, json.loads((FIXTURES / "bench_key-to-door.json").read_text()))
     assert set(r["win_rate"]) == {"cat", "cat_refit", "bc", "pct_bc", "random"}
     assert all(0.0 <= v <= 1.0 for v in r["win_rate"].values())
     assert r["episodes"] == 20 and r["seeds"] == [0]

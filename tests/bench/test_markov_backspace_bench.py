@@ -1,6 +1,5 @@
 """seqlevel bench markov-backspace: the metrics on hand-made samples, the noise, and the JSON contract."""
 
-import argparse
 import json
 import random
 from dataclasses import replace
@@ -106,7 +105,7 @@ def test_quick_benchmark_json_contract():
     cfg = replace(mb.QUICK, n_train=200, n_dev=20, pretrain_steps=4, finetune_steps=2, n_samples=20, eval_every=2,
                   n_embd=16, rollouts_per_refresh=4, replay_batch_size=2, replay_buffer_size=8, max_new_actions=12,
                   sample_every=1)
-    out = mb.benchmark(cfg, log=lambda s: None)
+    out = mb.run(cfg)
     json.dumps(out)
     assert [r["method"] for r in out["results"]] == list(mb.METHODS)
     for r in out["results"]:
@@ -119,8 +118,8 @@ def test_quick_benchmark_json_contract():
 
 
 @pytest.mark.parametrize("argv, msg", [(["--methods", "mle,nope"], "unknown"), (["--vocab-size", "3"], ">= 4")])
-def test_bad_flags_are_refused(argv, msg):
-    parser = argparse.ArgumentParser()
-    mb.add_arguments(parser)
-    with pytest.raises(ValueError, match=msg):
-        mb.run(parser.parse_args(argv))
+def test_bad_flags_are_refused(argv, msg, capsys):
+    from seqlevel.cli import main
+
+    assert main(["bench", "markov-backspace", *argv]) == 2
+    assert msg in capsys.readouterr().err

@@ -1,7 +1,14 @@
 """Benchmark runners behind ``seqlevel bench NAME``.
 
-Each runner is a module exposing ``add_arguments(parser)`` and ``run(args) -> int``. The registry maps the
-sub-command name to its module, imported only when that benchmark is asked for.
+Each benchmark is a module exposing:
+
+* ``Config``, a dataclass whose fields (with their docstrings) are the sub-command's options;
+* ``run(cfg) -> dict``, the JSON-able result, printing nothing but a progress bar (:mod:`seqlevel.bench.progress`);
+* optionally ``QUICK`` (the ``--quick`` preset) and ``format_result(result) -> str`` (the human-readable table).
+
+``seqlevel bench NAME`` (:mod:`seqlevel.commands.bench`) derives its options from ``Config``, calls ``run`` and
+prints; ``seqlevel demo`` calls ``run`` with its own configs. The registry maps the sub-command name to its
+module, imported only when that benchmark is asked for.
 """
 
 from __future__ import annotations

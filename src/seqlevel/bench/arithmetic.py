@@ -16,14 +16,12 @@ Each is scored by exact match of the final answer (backspaces applied) on held-o
 backtracking decoder; and by a recovery check: the first answer action is forced to a plausible wrong character,
 and ``recovery_rate`` is the fraction of those prompts where the model deletes it with ``<bksp>``.
 
-``--json`` prints ``{"results": [{"method", "noise", "noise_type", "seed", "accuracy", "backspace_rate",
+``run(cfg)`` returns (``--json`` prints) ``{"results": [{"method", "noise", "noise_type", "seed", "accuracy", "backspace_rate",
 "train_seconds", ...}, ...]}`` with extra keys ``accuracy_greedy``, ``recovery_rate``, ``recovery_accuracy``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import statistics
 import time
@@ -31,51 +29,116 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from seqlevel.bench import progress
 from seqlevel.decoding.steer import ForceFirst
 
 METHODS = ("mle", "bc", "sequencematch")
 
 
 @dataclass
-class BenchConfig:
-    """One benchmark configuration (``--quick`` and the full one are instances)."""
+class Config:
+    """One benchmark configuration (``QUICK`` for ``--quick`` and the default ``FULL`` are instances)."""
 
     n_train: int = 5000
+    """Training questions."""
     n_test: int = 200
+    """Held-out questions (use >= 1000: with 200 one standard error is about 3.5 points)."""
     entropy: tuple[float, float] = (1.0, 2.0)
+    """Entropy range of the operands (train and test), as in the task's generator."""
     bases: tuple[int, int] = (2, 16)
+    """Range of bases."""
     preset: str = "tiny-gpt2"
-    model_overrides: tuple = (("n_layer", 2), ("n_embd", 64), ("n_head", 4), ("n_positions", 96),
-                              ("resid_pdrop", 0.0), ("embd_pdrop", 0.0), ("attn_pdrop", 0.0))
+    """Model preset trained from scratch (seqlevel.presets)."""
+    n_layer: int = 2
+    """Transformer layers of the model."""
+    n_embd: int = 64
+    """Model width, a multiple of n_head."""
+    n_head: int = 4
+    """Attention heads."""
     steps: int = 1200
+    """Optimizer steps per run."""
     batch_size: int = 32
+    """Questions per optimizer step."""
     lr: float = 3e-3
-    bc_warmup_steps: int = 800
+    """Peak learning rate of runs from scratch (cosine)."""
+    bc_warmup_steps: int | None = None
+    """BC warm-up steps of sequencematch (None: 800, or 2/3 of steps when that is smaller)."""
     sm_weight: float = 0.5
-    gamma: float = 0.998  # the paper's γ (it was 0.9; the tabular instrument finds no reason to deviate)
+    """Convex weight w of SM after warm-up."""
+    gamma: float = 0.998
+    """Discount γ (the paper's; the tabular instrument finds no reason to deviate)."""
     pretrain_steps: int = 0
+    """MLE-pretrain one model per seed for this many steps, then fine-tune copies of it with each method for
+    ``steps`` steps (the paper's regime; 0: train from scratch)."""
     finetune_lr: float = 5e-4
+    """Constant learning rate of the fine-tunes (with pretrain_steps)."""
     sample_every: int = 16
+    """Optimizer steps between refreshes of the rollout buffer."""
     rollouts_per_refresh: int = 32
+    """Model rollouts per refresh."""
     replay_batch_size: int = 4
+    """Rollouts replayed per optimizer step."""
     replay_buffer_size: int = 256
+    """Rollouts kept in the replay buffer."""
     max_new_actions: int = 16
+    """Cap on actions per rollout and per answer."""
     noises: tuple[float, ...] = (0.0, 0.1, 0.25)
+    """Noise levels p_noise of bc and sequencematch."""
     noise_type: str = "task"
+    """Ground-truth (task) noise or random tokens: task | random."""
     seeds: tuple[int, ...] = (0, 1)
+    """Training seeds."""
     methods: tuple[str, ...] = METHODS
+    """Subset of mle, bc, sequencematch."""
     eval_temperature: float = 1.0
+    """Sampling temperature of the accuracy (greedy is reported too)."""
     threads: int = 1
+    """torch CPU threads."""
+    output_dir: str = "runs/bench_arithmetic"
+    """Scratch directory for the runs (nothing is saved there: save_strategy='no')."""
+
+    def __post_init__(self):
+        checks = [
+            (all(0.0 <= n <= 1.0 for n in self.noises), f"--noises must be in [0, 1], got {list(self.noises)}"),
+            (0.0 <= self.sm_weight <= 1.0, f"--sm-weight must be in [0, 1], got {self.sm_weight}"),
+            (self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
+            (self.bc_warmup_steps is None or 0 <= self.bc_warmup_steps <= self.steps,
+             f"--bc-warmup-steps must be in [0, --steps], got {self.bc_warmup_steps}"),
+            (self.pretrain_steps >= 0, f"--pretrain-steps must be >= 0, got {self.pretrain_steps}"),
+            (self.n_test >= 1, f"--n-test must be >= 1, got {self.n_test}"),
+            (self.n_layer >= 1, f"--n-layer must be >= 1, got {self.n_layer}"),
+            (self.n_embd >= 1 and self.n_embd % self.n_head == 0,
+             f"--n-embd must be a positive multiple of {self.n_head} (heads), got {self.n_embd}"),
+            (self.replay_buffer_size >= self.replay_batch_size,
+             f"--replay-buffer-size must be >= {self.replay_batch_size} (one batch of replay rows)"),
+            (all(m in METHODS for m in self.methods), f"--methods: choose from {','.join(METHODS)}, got "
+                                                      f"{list(self.methods)}"),
+            (self.noise_type in ("task", "random"), f"--noise-type must be task or random, got {self.noise_type!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    @property
+    def model_overrides(self) -> tuple:
+        """Keyword arguments of :func:`seqlevel.presets.tiny_model` (no dropout; 96 positions)."""
+        return (("n_layer", self.n_layer), ("n_embd", self.n_embd), ("n_head", self.n_head), ("n_positions", 96),
+                ("resid_pdrop", 0.0), ("embd_pdrop", 0.0), ("attn_pdrop", 0.0))
+
+    def warmup(self) -> int:
+        """The BC warm-up steps of sequencematch (``bc_warmup_steps`` resolved)."""
+        return min(800, self.steps * 2 // 3) if self.bc_warmup_steps is None else self.bc_warmup_steps
 
 
-FULL = BenchConfig()
-QUICK = replace(FULL, n_train=1000, n_test=100, steps=150, bc_warmup_steps=100, sample_every=8,
-                rollouts_per_refresh=32, noises=(0.0, 0.3), seeds=(0,),
-                model_overrides=(("n_layer", 2), ("n_embd", 48), ("n_head", 4), ("n_positions", 96),
-                                 ("resid_pdrop", 0.0), ("embd_pdrop", 0.0), ("attn_pdrop", 0.0)))
+BenchConfig = Config  # the name before benchmarks became Config + run(cfg)
+FULL = Config()
+QUICK = replace(FULL, n_train=1000, n_test=100, steps=150, sample_every=8, rollouts_per_refresh=32,
+                noises=(0.0, 0.3), seeds=(0,), n_embd=48)
 
 
-def _decode(trainer, prompts, *, do_sample: bool, seed: int, steer=None):
+def decode_prompts(trainer, prompts, *, do_sample: bool, seed: int, steer=None):
+    """Answers of ``trainer.model`` to the encoded ``prompts`` with the backtracking decoder (the trainer's
+    ``<bksp>``, ``<eos>``, action cap, temperature and ban; ``steer`` replaces the ban)."""
     from seqlevel.decoding import generate
 
     model = trainer.model
@@ -103,16 +166,16 @@ def evaluate(trainer, tokenizer, test, seed: int, temperature: float) -> dict[st
     trainer.args.rollout_temperature = temperature  # the eval decode uses the same sampler as the rollouts
     prompts = [encode_problem(p, tokenizer)[0] for p in test]
     answers = [p.answer for p in test]
-    out = _decode(trainer, prompts, do_sample=True, seed=seed)
+    out = decode_prompts(trainer, prompts, do_sample=True, seed=seed)
     acc = exact_match([decode_answer(s, tokenizer) for s in out.sequences], answers)
     n_act = int(out.num_actions.sum())
     bk_rate = float(out.num_backspaces.sum()) / max(n_act, 1)
-    greedy = _decode(trainer, prompts, do_sample=False, seed=seed)
+    greedy = decode_prompts(trainer, prompts, do_sample=False, seed=seed)
     acc_greedy = exact_match([decode_answer(s, tokenizer) for s in greedy.sequences], answers)
     # recovery: the first answer action is forced to a plausible wrong character
     rng = random.Random(f"recovery-{seed}")
     wrong = torch.tensor([int(tokenizer.convert_tokens_to_ids(inject_wrong_first_digit(p, rng))) for p in test])
-    rec = _decode(trainer, prompts, do_sample=True, seed=seed + 1, steer=ForceFirst(wrong, trainer.ban))
+    rec = decode_prompts(trainer, prompts, do_sample=True, seed=seed + 1, steer=ForceFirst(wrong, trainer.ban))
     deleted = [_deletes_first(a, trainer.backspace_id) for a in rec.actions]
     rec_acc = exact_match([decode_answer(s, tokenizer) for s in rec.sequences], answers)
     return {"accuracy": acc, "accuracy_greedy": acc_greedy, "backspace_rate": bk_rate,
@@ -132,7 +195,7 @@ def _deletes_first(actions, backspace_id: int) -> bool:
     return False
 
 
-def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test, output_dir: str,
+def run_one(cfg: Config, method: str, noise: float, seed: int, train, test, output_dir: str,
             keep: dict | None = None, init_model=None, pretrain_seconds: float = 0.0) -> dict:
     """Train one model (from scratch, or a copy of ``init_model``) and evaluate it; returns one result row
     (``keep`` receives the trainer). ``train_seconds`` includes ``pretrain_seconds`` (the shared checkpoint's)."""
@@ -160,14 +223,14 @@ def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test,
         lr_scheduler_type="constant" if finetune else "cosine",
         warmup_steps=0 if finetune else max(1, cfg.steps // 20), weight_decay=0.0, logging_steps=50,
         use_backspace=not is_mle, p_noise=0.0 if is_mle else noise, noise_type=cfg.noise_type,
-        bc_warmup_steps=cfg.bc_warmup_steps if method == "sequencematch" else cfg.steps,
+        bc_warmup_steps=cfg.warmup() if method == "sequencematch" else cfg.steps,
         sm_weight=cfg.sm_weight if method == "sequencematch" else 0.0, gamma=cfg.gamma,
         sample_every=cfg.sample_every, rollouts_per_refresh=cfg.rollouts_per_refresh,
         replay_batch_size=cfg.replay_batch_size, replay_buffer_size=cfg.replay_buffer_size,
         max_new_actions=cfg.max_new_actions, dataloader_drop_last=True,
     )
     trainer = SequenceMatchTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                   noise_fn=task_noise(tok))
+                                   noise_fn=task_noise(tok), callbacks=[progress.StepCallback()])
     trainer.remove_callback(PrinterCallback)  # stdout carries only the --json result
     t0 = time.perf_counter()
     trainer.train()
@@ -183,39 +246,48 @@ def run_one(cfg: BenchConfig, method: str, noise: float, seed: int, train, test,
             **{k: ev[k] for k in ("accuracy_greedy", "recovery_rate", "recovery_accuracy")}}
 
 
-def pretrain(cfg: BenchConfig, seed: int, train, output_dir: str):
+def pretrain(cfg: Config, seed: int, train, output_dir: str):
     """MLE on clean data for ``cfg.pretrain_steps`` steps (cosine schedule at ``cfg.lr``): the shared checkpoint.
 
     Returns:
         ``(model, seconds)``.
     """
     keep: dict = {}
-    pre = replace(cfg, steps=cfg.pretrain_steps, n_test=1)
+    pre = replace(cfg, steps=cfg.pretrain_steps, n_test=1, bc_warmup_steps=None)
     t0 = time.perf_counter()
     run_one(pre, "mle", 0.0, seed, train, train[:1], output_dir, keep=keep)
     return keep["trainer"].model, time.perf_counter() - t0
 
 
-def run_bench(cfg: BenchConfig, output_dir: str = "runs/bench_arithmetic", log=print) -> dict:
+def total_steps(cfg: Config) -> int:
+    """Optimizer steps of all runs of ``cfg`` (the progress bar's total)."""
+    runs = sum(1 if m == "mle" else len(cfg.noises) for m in cfg.methods)
+    return len(cfg.seeds) * (cfg.pretrain_steps + runs * cfg.steps)
+
+
+def run(cfg: Config, keep: dict | None = None) -> dict:
     """All methods × noise levels × seeds; MLE ignores noise and runs once per seed. With ``pretrain_steps``,
-    every run fine-tunes a copy of one MLE-pretrained checkpoint per seed."""
+    every run fine-tunes a copy of one MLE-pretrained checkpoint per seed. Returns ``{"results", "summary",
+    "seconds"}`` and prints nothing but a progress bar; ``keep`` (optional) receives the trainer and tokenizer of
+    the last sequencematch run, e.g. to show its repairs."""
     from seqlevel.tasks.arithmetic import make_splits
 
     torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
     train, test = make_splits(cfg.n_train, cfg.n_test, seed=0, train_entropy=cfg.entropy,
                               test_entropy=cfg.entropy, bases=cfg.bases)
-    rows = []
-    for seed in cfg.seeds:
-        init, pre_s = pretrain(cfg, seed, train, f"{output_dir}/pretrain-{seed}") if cfg.pretrain_steps else (None, 0.0)
-        for method in cfg.methods:
-            for noise in ((0.0,) if method == "mle" else cfg.noises):
-                row = run_one(cfg, method, noise, seed, train, test, f"{output_dir}/{method}-{noise}-{seed}",
-                              init_model=init, pretrain_seconds=pre_s)
-                log(f"{row['method']:>13} noise={row['noise']:.2f} seed={seed} acc={row['accuracy']:.3f} "
-                    f"greedy={row['accuracy_greedy']:.3f} bksp={row['backspace_rate']:.3f} "
-                    f"recovery={row['recovery_rate']:.3f} train={row['train_seconds']:.0f}s")
-                rows.append(row)
-    return {"results": rows, "summary": summarize(rows)}
+    rows, out = [], cfg.output_dir
+    with progress.bar("arithmetic", total=total_steps(cfg)):
+        for seed in cfg.seeds:
+            init, pre_s = pretrain(cfg, seed, train, f"{out}/pretrain-{seed}") if cfg.pretrain_steps else (None, 0.0)
+            for method in cfg.methods:
+                for noise in ((0.0,) if method == "mle" else cfg.noises):
+                    row = run_one(cfg, method, noise, seed, train, test, f"{out}/{method}-{noise}-{seed}",
+                                  keep=keep if method == "sequencematch" else None, init_model=init,
+                                  pretrain_seconds=pre_s)
+                    progress.note(f"{method} noise {noise:g} seed {seed}: accuracy {row['accuracy']:.3f}")
+                    rows.append(row)
+    return {"results": rows, "summary": summarize(rows), "seconds": time.perf_counter() - t0}
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -236,94 +308,11 @@ def summarize(rows: list[dict]) -> list[dict]:
              "train_seconds": statistics.mean(r["train_seconds"] for r in g)} for (m, n), g in groups.items()]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="small configuration (< 5 min on 2 cores)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1; quick: 0)")
-    p.add_argument("--noises", type=float, nargs="+", default=None, help="noise levels p_noise")
-    p.add_argument("--methods", nargs="+", default=None, choices=METHODS, help="methods to run")
-    p.add_argument("--noise-type", default=None, choices=("task", "random"),
-                   help="ground-truth (task) noise or random tokens (default task)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
-    p.add_argument("--sm-weight", type=float, default=None, help="convex weight w of SM after warm-up (default 0.5)")
-    p.add_argument("--replay-buffer-size", type=int, default=None, help="rollouts kept in the replay buffer (default 256)")
-    p.add_argument("--bc-warmup-steps", type=int, default=None,
-                   help="BC warm-up steps of sequencematch (default 800, or 2/3 of --steps when that is smaller)")
-    p.add_argument("--n-layer", type=int, default=None, help="transformer layers of the model (default 2)")
-    p.add_argument("--n-embd", type=int, default=None, help="model width, a multiple of 4 heads (default 64)")
-    p.add_argument("--pretrain-steps", type=int, default=None,
-                   help="MLE-pretrain one model per seed for this many steps, then fine-tune copies of it with each "
-                        "method for --steps steps (the paper's regime; default 0: train from scratch)")
-    p.add_argument("--n-test", type=int, default=None, help="held-out questions (default 200; use >= 1000: with 200 "
-                                                             "one standard error is about 3.5 points)")
-    p.add_argument("--output-dir", default="runs/bench_arithmetic", help="scratch directory for the runs")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-
-
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    cfg = QUICK if args.quick else FULL
-    over = {}
-    if args.seeds:
-        over["seeds"] = tuple(args.seeds)
-    if args.noises:
-        bad = [n for n in args.noises if not 0.0 <= n <= 1.0]
-        if bad:
-            raise ValueError(f"--noises must be in [0, 1], got {bad}")
-        over["noises"] = tuple(args.noises)
-    if args.methods:
-        over["methods"] = tuple(args.methods)
-    if args.noise_type:
-        over["noise_type"] = args.noise_type
-    if args.sm_weight is not None:
-        if not 0.0 <= args.sm_weight <= 1.0:
-            raise ValueError(f"--sm-weight must be in [0, 1], got {args.sm_weight}")
-        over["sm_weight"] = args.sm_weight
-    if args.replay_buffer_size is not None:
-        if args.replay_buffer_size < cfg.replay_batch_size:
-            raise ValueError(f"--replay-buffer-size must be >= {cfg.replay_batch_size} (one batch of replay rows)")
-        over["replay_buffer_size"] = args.replay_buffer_size
-    if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {args.steps}")
-        over["steps"] = args.steps
-        over["bc_warmup_steps"] = min(cfg.bc_warmup_steps, max(0, args.steps * 2 // 3))
-    if args.bc_warmup_steps is not None:
-        if not 0 <= args.bc_warmup_steps <= over.get("steps", cfg.steps):
-            raise ValueError(f"--bc-warmup-steps must be in [0, --steps], got {args.bc_warmup_steps}")
-        over["bc_warmup_steps"] = args.bc_warmup_steps
-    if args.pretrain_steps is not None:
-        if args.pretrain_steps < 0:
-            raise ValueError(f"--pretrain-steps must be >= 0, got {args.pretrain_steps}")
-        over["pretrain_steps"] = args.pretrain_steps
-    if args.n_test is not None:
-        if args.n_test < 1:
-            raise ValueError(f"--n-test must be >= 1, got {args.n_test}")
-        over["n_test"] = args.n_test
-    model = dict(cfg.model_overrides)
-    if args.n_layer is not None:
-        if args.n_layer < 1:
-            raise ValueError(f"--n-layer must be >= 1, got {args.n_layer}")
-        model["n_layer"] = args.n_layer
-    if args.n_embd is not None:
-        if args.n_embd < 1 or args.n_embd % model["n_head"]:
-            raise ValueError(f"--n-embd must be a positive multiple of {model['n_head']} (heads), got {args.n_embd}")
-        model["n_embd"] = args.n_embd
-    over["model_overrides"] = tuple(model.items())
-    return replace(cfg, **over)
-
-
-def run(args: argparse.Namespace) -> int:
-    import sys
-
-    cfg = config_from_args(args)
-    t0 = time.perf_counter()
-    result = run_bench(cfg, args.output_dir, log=lambda s: print(s, file=sys.stderr if args.json else sys.stdout))
-    result["seconds"] = time.perf_counter() - t0
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{'method':>13} {'noise':>5} {'acc':>6} {'greedy':>6} {'bksp':>6} {'recov':>6} {'train s':>7}")
-        for s in result["summary"]:
-            print(f"{s['method']:>13} {s['noise']:5.2f} {s['accuracy']:6.3f} {s['accuracy_greedy']:6.3f} "
-                  f"{s['backspace_rate']:6.3f} {s['recovery_rate']:6.3f} {s['train_seconds']:7.0f}")
-        print(f"total {result['seconds']:.0f} s")
-    return 0
+def format_result(result: dict) -> str:
+    """Mean accuracy, backspace and recovery rates per (method, noise) over seeds."""
+    lines = [f"{'method':>13} {'noise':>5} {'acc':>6} {'greedy':>6} {'bksp':>6} {'recov':>6} {'train s':>7}"]
+    for s in result["summary"]:
+        lines.append(f"{s['method']:>13} {s['noise']:5.2f} {s['accuracy']:6.3f} {s['accuracy_greedy']:6.3f} "
+                     f"{s['backspace_rate']:6.3f} {s['recovery_rate']:6.3f} {s['train_seconds']:7.0f}")
+    lines.append(f"total {result['seconds']:.0f} s")
+    return "\n".join(lines)

@@ -10,15 +10,14 @@ posterior, so the scores are computed in expectation over the true label (no lab
 * ``seconds``: wall time to estimate all prefixes (CAT: one batched forward; MC: N rollouts per prefix with the
   same model's LM head, batched, KV cache). ``speedup`` = MC seconds / CAT seconds.
 
-The CAT model is trained here with :class:`~seqlevel.trainers.AttributeTrainer` (or loaded from ``--model-dir``).
+The CAT model is trained here with :class:`~seqlevel.trainers.AttributeTrainer` (or loaded from ``model_dir``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,20 +25,49 @@ import torch
 from seqlevel.attributes import AttributeModel
 from seqlevel.attributes.estimate import trace
 from seqlevel.attributes.monte_carlo import monte_carlo_estimate
+from seqlevel.bench import progress
 from seqlevel.tasks.reviews import ReviewWorld
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="tiny configuration for tests (no acceptance numbers)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-size", type=int, default=20_000, help="training reviews (default 20000)")
-    p.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500, batch 64)")
-    p.add_argument("--attribute-lambda", type=float, default=1.0, help="λ in CE + λ·L_attr (default 1.0)")
-    p.add_argument("--consistency", type=float, default=0.0, help="weight of the NADO consistency term")
-    p.add_argument("--eval-reviews", type=int, default=100, help="held-out reviews; every prefix is scored")
-    p.add_argument("--rollouts", type=int, default=64, help="Monte-Carlo rollouts per prefix (default 64)")
-    p.add_argument("--model-dir", default=None, help="load the CAT model from here if present, else train and save")
+@dataclass
+class ReviewModelConfig:
+    """The CAT model of the ``reviews`` world that attribute-estimation and steering share."""
+
+    seed: int = 0
+    """Seed of the training reviews, the model and the evaluation."""
+    train_size: int = 20_000
+    """Training reviews."""
+    steps: int = 1500
+    """Optimizer steps (batch 64)."""
+    attribute_lambda: float = 1.0
+    """λ in CE + λ·L_attr."""
+    consistency: float = 0.0
+    """Weight of the NADO consistency term."""
+    model_dir: str | None = None
+    """Load the CAT model from here if present, else train it and save it here."""
+    quick: bool = False
+    """Tiny configuration for tests (no acceptance numbers)."""
+
+    def __post_init__(self):
+        if self.train_size < 1 or self.steps < 1:
+            raise ValueError(f"--train-size and --steps must be >= 1, got {self.train_size} and {self.steps}")
+
+
+@dataclass
+class Config(ReviewModelConfig):
+    """Settings of the attribute-estimation bench."""
+
+    eval_reviews: int = 100
+    """Held-out reviews; every prefix is scored."""
+    rollouts: int = 64
+    """Monte-Carlo rollouts per prefix."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rollouts < 1:
+            raise ValueError(f"--rollouts must be >= 1, got {self.rollouts}")
+        if self.eval_reviews < 1:
+            raise ValueError(f"--eval-reviews must be >= 1, got {self.eval_reviews}")
 
 
 def _tokenize(world: ReviewWorld, words_list: list[list[str]]):
@@ -47,7 +75,7 @@ def _tokenize(world: ReviewWorld, words_list: list[list[str]]):
     return enc["input_ids"], enc["attention_mask"]
 
 
-def review_model(args: argparse.Namespace, world: ReviewWorld) -> tuple[AttributeModel, float]:
+def review_model(args: ReviewModelConfig, world: ReviewWorld) -> tuple[AttributeModel, float]:
     """The CAT model for ``reviews`` (trained with AttributeTrainer, or loaded); returns it and training seconds."""
     import datasets
     from transformers import PrinterCallback
@@ -71,8 +99,11 @@ def review_model(args: argparse.Namespace, world: ReviewWorld) -> tuple[Attribut
                           disable_tqdm=True, attribute_kind="categorical", num_classes=5,
                           attribute_lambda=args.attribute_lambda, consistency_weight=args.consistency,
                           head_rank=16, max_length=64)
+    progress.grow(steps)
+    progress.note("training the CAT model")
     t0 = time.perf_counter()
-    tr = AttributeTrainer(base, args=cfg, train_dataset=ds, processing_class=world.tokenizer)
+    tr = AttributeTrainer(base, args=cfg, train_dataset=ds, processing_class=world.tokenizer,
+                          callbacks=[progress.StepCallback()])
     tr.remove_callback(PrinterCallback)  # stdout carries only the --json result
     tr.train()
     seconds = time.perf_counter() - t0
@@ -102,12 +133,18 @@ def expected_auroc(q: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(aucs))
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.rollouts < 1:
-        raise ValueError(f"--rollouts must be >= 1, got {args.rollouts}")
+def run(args: Config) -> dict:
+    """Train (or load) the CAT model, then estimate every held-out prefix with CAT and with Monte-Carlo rollouts;
+    returns the JSON-able result and prints nothing but a progress bar."""
+    with progress.bar("attribute-estimation", total=2):
+        return _run(args)
+
+
+def _run(args: Config) -> dict:
     torch.manual_seed(args.seed)
     world = ReviewWorld()
     model, train_s = review_model(args, world)
+    progress.note("estimating: CAT, then Monte-Carlo")
     n_eval, rollouts = (6, min(args.rollouts, 8)) if args.quick else (args.eval_reviews, args.rollouts)
     rows = world.sample(n_eval, seed=args.seed + 10_000)
     words = [w for w, _ in rows]
@@ -121,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         tc = trace(model, ids, mask, with_credit=False)
         times.append(time.perf_counter() - t0)
     cat_s = float(np.median(times))
+    progress.advance(1)
     q_cat = np.stack([tc.estimate[i, t].numpy() for i, t in where])
 
     bos = world.tokenizer.bos_token_id
@@ -131,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
                                 eos_token_id=[*world.star_ids, world.tokenizer.eos_token_id],
                                 pad_token_id=world.tokenizer.pad_token_id, seed=args.seed)
     mc_s = time.perf_counter() - t0
-    result = {
+    progress.advance(1)
+    return {
         "cat": {"brier": expected_brier(q_cat, truth), "auroc": expected_auroc(q_cat, truth), "seconds": cat_s,
                 "mse_to_true": float(((q_cat - truth) ** 2).sum(1).mean())},
         "mc": {"brier": expected_brier(q_mc, truth), "auroc": expected_auroc(q_mc, truth), "seconds": mc_s,
@@ -142,13 +181,14 @@ def run(args: argparse.Namespace) -> int:
         "train_seconds": train_s,
         "seed": args.seed,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"attribute estimation on reviews: {len(where)} prefixes of {n_eval} held-out reviews")
-        for name in ("cat", "mc"):
-            r = result[name]
-            print(f"  {name:3s}: brier {r['brier']:.4f}  auroc {r['auroc']:.4f}  mse-to-true {r['mse_to_true']:.4f}  "
-                  f"{r['seconds']:.4f} s")
-        print(f"  true posterior brier (floor): {result['brier_floor']:.4f}; speedup MC/CAT: {result['speedup']:.0f}x")
-    return 0
+
+
+def format_result(result: dict) -> str:
+    """Brier, AUROC, distance to the truth and time of CAT and Monte-Carlo, and the speed-up."""
+    lines = [f"attribute estimation on reviews: {result['prefixes']} prefixes of held-out reviews"]
+    for name in ("cat", "mc"):
+        r = result[name]
+        lines.append(f"  {name:3s}: brier {r['brier']:.4f}  auroc {r['auroc']:.4f}  mse-to-true {r['mse_to_true']:.4f}"
+                     f"  {r['seconds']:.4f} s")
+    lines.append(f"  true posterior brier (floor): {result['brier_floor']:.4f}; speedup MC/CAT: {result['speedup']:.0f}x")
+    return "\n".join(lines)

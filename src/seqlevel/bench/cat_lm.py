@@ -16,14 +16,12 @@ the attribute loss helped the LM).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from seqlevel.bench import progress
 from seqlevel.tasks.reviews import STAR_TOKENS, ReviewWorld
 
 
@@ -100,10 +98,19 @@ def train_one(cfg: Config, world: ReviewWorld, width: int, lam: float, seed: int
                            logging_steps=cfg.steps, save_strategy="no", use_cpu=True, seed=seed, disable_tqdm=True,
                            attribute_kind="categorical", num_classes=len(STAR_TOKENS), attribute_lambda=lam,
                            head_rank=16, max_length=64)
-    tr = AttributeTrainer(base, args=args, train_dataset=ds, processing_class=world.tokenizer)
+    tr = AttributeTrainer(base, args=args, train_dataset=ds, processing_class=world.tokenizer,
+                          callbacks=[progress.StepCallback()])
     tr.remove_callback(PrinterCallback)
     tr.train()
     return tr.model.eval()
+
+
+def _one_run(cfg: Config, world: ReviewWorld, held, width: int, lam: float, seed: int) -> dict:
+    model = train_one(cfg, world, width, lam, seed)
+    nll, true = text_nll(model, world, held)
+    progress.note(f"d={width} λ={lam:g} seed {seed}: excess {nll - true:.4f}")
+    return {"width": width, "lambda": lam, "seed": seed, "nll": nll, "true_nll": true, "excess": nll - true,
+            "params": sum(p.numel() for p in model.base.parameters())}
 
 
 def _mean_sem(x: list[float]) -> dict:
@@ -111,26 +118,18 @@ def _mean_sem(x: list[float]) -> dict:
     return {"mean": float(a.mean()), "sem": float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0}
 
 
-def run(cfg: Config | argparse.Namespace, log=print) -> dict | int:
-    """Run the grid. With a :class:`Config`, return the JSON-able result (``log`` gets progress lines); with the
-    CLI's ``argparse.Namespace`` (the registry's call), print the result and return the exit code."""
-    if isinstance(cfg, argparse.Namespace):
-        return _run_cli(cfg)
+def run(cfg: Config) -> dict:
+    """Run the grid; returns the JSON-able result and prints nothing but a progress bar."""
     if cfg.quick:
         cfg = Config(widths=[8], lambdas=[0.0, 0.15], seeds=[0], train_size=64, eval_size=64, steps=4)
     world = ReviewWorld()
     held = world.sample(cfg.eval_size, seed=50_000)
     runs = []
-    for width in cfg.widths:
-        for seed in cfg.seeds:
-            for lam in cfg.lambdas:
-                model = train_one(cfg, world, width, lam, seed)
-                nll, true = text_nll(model, world, held)
-                runs.append({"width": width, "lambda": lam, "seed": seed, "nll": nll, "true_nll": true,
-                             "excess": nll - true,
-                             "params": sum(p.numel() for p in model.base.parameters())})
-                log(f"[cat-lm] d={width} λ={lam:g} seed {seed}: NLL/token {nll:.4f} (true {true:.4f}, excess "
-                    f"{nll - true:.4f})")
+    with progress.bar("cat-lm", total=len(cfg.widths) * len(cfg.seeds) * len(cfg.lambdas) * cfg.steps):
+        for width in cfg.widths:
+            for seed in cfg.seeds:
+                for lam in cfg.lambdas:
+                    runs.append(_one_run(cfg, world, held, width, lam, seed))
     table = []
     for width in cfg.widths:
         ref = {r["seed"]: r["excess"] for r in runs if r["width"] == width and r["lambda"] == 0.0}
@@ -144,30 +143,12 @@ def run(cfg: Config | argparse.Namespace, log=print) -> dict | int:
     return {"true_nll_per_token": runs[0]["true_nll"], "table": table, "runs": runs, "config": asdict(cfg)}
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = Config()
-    p.add_argument("--quick", action="store_true", help="tiny configuration for tests (no conclusions)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--widths", type=int, nargs="+", default=d.widths, help=f"trunk widths ({d.widths})")
-    p.add_argument("--n-layer", type=int, default=d.n_layer, help=f"trunk layers ({d.n_layer})")
-    p.add_argument("--lambdas", type=float, nargs="+", default=d.lambdas, help=f"λ values, 0 included ({d.lambdas})")
-    p.add_argument("--seeds", type=int, nargs="+", default=d.seeds, help=f"seeds ({d.seeds})")
-    p.add_argument("--train-size", type=int, default=d.train_size, help=f"training reviews ({d.train_size})")
-    p.add_argument("--eval-size", type=int, default=d.eval_size, help=f"held-out reviews ({d.eval_size})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps per run ({d.steps})")
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    cfg = Config(widths=list(args.widths), n_layer=args.n_layer, lambdas=list(args.lambdas), seeds=list(args.seeds),
-                 train_size=args.train_size, eval_size=args.eval_size, steps=args.steps, quick=args.quick)
-    result = run(cfg, log=lambda s: print(s, file=sys.stderr))
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"reviews world, exact true NLL {result['true_nll_per_token']:.4f} nats/token; excess = model NLL − true")
+def format_result(result: dict) -> str:
+    """Excess NLL per width and λ (mean ± s.e. over seeds) and the paired difference to λ = 0."""
+    lines = [f"reviews world, exact true NLL {result['true_nll_per_token']:.4f} nats/token; excess = model NLL − true"]
     for row in result["table"]:
         diff = row.get("excess_minus_lm")
-        print(f"d={row['width']:>4} ({row['params']:>7} params) λ={row['lambda']:<5g} excess "
-              f"{row['excess']['mean']:.4f} ± {row['excess']['sem']:.4f}"
-              + (f"   vs λ=0: {diff['mean']:+.4f} ± {diff['sem']:.4f}" if diff else ""))
-    return 0
+        lines.append(f"d={row['width']:>4} ({row['params']:>7} params) λ={row['lambda']:<5g} excess "
+                     f"{row['excess']['mean']:.4f} ± {row['excess']['sem']:.4f}"
+                     + (f"   vs λ=0: {diff['mean']:+.4f} ± {diff['sem']:.4f}" if diff else ""))
+    return "\n".join(lines)

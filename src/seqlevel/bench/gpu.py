@@ -18,12 +18,12 @@ approximation). ``--peak-flops`` defaults to 989e12, the H100 SXM dense bf16 fig
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
+from dataclasses import dataclass
 
 import torch
 
+from seqlevel.bench import progress
 from seqlevel.bench.cases import device_sync, random_tokens
 
 H100_BF16_DENSE_FLOPS = 989e12
@@ -113,61 +113,82 @@ def time_objective(objective: str, model, B: int, T: int, device: str, dtype: to
     return out
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cuda", help="torch device (default cuda); cpu runs the tiny config")
-    p.add_argument("--dry-run", action="store_true", help="tiny config, 2 steps, CPU unless --device says otherwise")
-    p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
-    p.add_argument("--seq-len", type=int, default=1024, help="token slots per sequence (default 1024)")
-    p.add_argument("--vocab-size", type=int, default=32000, help="vocabulary incl. <bksp> (default 32000)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per objective (default 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--peak-flops", type=float, default=H100_BF16_DENSE_FLOPS,
-                   help="peak FLOP/s of the device for MFU (default 989e12: H100 SXM dense bf16)")
-    p.add_argument("--objectives", default=",".join(OBJECTIVES), help=f"comma list from {OBJECTIVES}")
-    p.add_argument("--speed-cases", default=None,
-                   help="comma list of `seqlevel bench speed` cases to run first (default: all; none in --dry-run)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+@dataclass
+class Config:
+    """What to time on the GPU (the defaults: a ~110M Llama, batch 8 x 1024, V = 32,000, every objective)."""
+
+    device: str = "cuda"
+    """torch device; cpu runs the tiny config."""
+    dry_run: bool = False
+    """Tiny config, 2 steps, on CPU unless --device says otherwise."""
+    batch: int = 8
+    """Sequences per step."""
+    seq_len: int = 1024
+    """Token slots per sequence."""
+    vocab_size: int = 32000
+    """Vocabulary incl. <bksp>."""
+    steps: int = 10
+    """Timed steps per objective."""
+    warmup: int = 3
+    """Untimed steps first."""
+    peak_flops: float = H100_BF16_DENSE_FLOPS
+    """Peak FLOP/s of the device for MFU (default: H100 SXM dense bf16)."""
+    objectives: tuple[str, ...] = OBJECTIVES
+    """Objectives to time: mle, mixce, sequencematch, sequencematch-chunked."""
+    speed_cases: tuple[str, ...] | None = None
+    """`seqlevel bench speed` cases to run first (default: all; none with --dry-run)."""
+
+    def __post_init__(self):
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        if bad:
+            raise ValueError(f"unknown objective(s) {bad}; choose from {OBJECTIVES}")
+        for name, v in (("--batch", self.batch), ("--seq-len", self.seq_len), ("--steps", self.steps)):
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
 
 
-def run(args: argparse.Namespace) -> int:
-    device = "cpu" if args.dry_run and args.device == "cuda" else args.device
+def run(cfg: Config) -> dict:
+    """Speed cases, then timed bf16 steps of each objective; returns the JSON-able result."""
+    device = "cpu" if cfg.dry_run and cfg.device == "cuda" else cfg.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("seqlevel bench gpu needs CUDA, which is not available here; run it on a GPU machine, or "
                          "pass --dry-run (tiny config on CPU) to check the script")
-    tiny = args.dry_run or device == "cpu"
-    objectives = [o for o in args.objectives.split(",") if o]
-    bad = [o for o in objectives if o not in OBJECTIVES]
-    if bad:
-        raise ValueError(f"unknown objective(s) {bad}; choose from {OBJECTIVES}")
-    B, T, V = (2, 32, 256) if tiny else (args.batch, args.seq_len, args.vocab_size)
-    steps, warmup = (2, 1) if args.dry_run else (args.steps, args.warmup)
+    tiny = cfg.dry_run or device == "cpu"
+    B, T, V = (2, 32, 256) if tiny else (cfg.batch, cfg.seq_len, cfg.vocab_size)
+    steps, warmup = (2, 1) if cfg.dry_run else (cfg.steps, cfg.warmup)
     from seqlevel.bench import speed
     from seqlevel.bench.cases import names
 
-    cases = sorted(names("speed")) if args.speed_cases is None and not args.dry_run else \
-        [c for c in (args.speed_cases or "").split(",") if c]
+    cases = sorted(names("speed")) if cfg.speed_cases is None and not cfg.dry_run else list(cfg.speed_cases or ())
     result = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
-              "dtype": "bfloat16", "peak_flops": args.peak_flops, "batch": B, "seq_len": T, "vocab_size": V,
+              "dtype": "bfloat16", "peak_flops": cfg.peak_flops, "batch": B, "seq_len": T, "vocab_size": V,
               "speed_cases": [], "steps": []}
-    for name in cases:
-        case = speed.build_case(name, device=device, quick=tiny)
-        result["speed_cases"].append({"case": name, **speed.measure(case, runs=steps if tiny else 20,
-                                                                     warmup=warmup)})
-    model = build_model(tiny, V, device, torch.bfloat16)
-    model.train()
-    result["params"] = sum(p.numel() for p in model.parameters())
-    result["matmul_params"] = matmul_params(model)
-    for obj in objectives:
-        result["steps"].append(time_objective(obj, model, B, T, device, torch.bfloat16, steps, warmup,
-                                              args.peak_flops))
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"device {result['device']}, bf16, {result['params'] / 1e6:.1f}M params, batch {B}x{T}, V={V}, "
-          f"peak {args.peak_flops:.3g} FLOP/s")
+    with progress.bar("gpu", total=len(cases) + len(cfg.objectives), unit="case"):
+        for name in cases:
+            progress.note(name)
+            case = speed.build_case(name, device=device, quick=tiny)
+            result["speed_cases"].append({"case": name, **speed.measure(case, runs=steps if tiny else 20,
+                                                                         warmup=warmup)})
+            progress.advance(1)
+        model = build_model(tiny, V, device, torch.bfloat16)
+        model.train()
+        result["params"] = sum(p.numel() for p in model.parameters())
+        result["matmul_params"] = matmul_params(model)
+        for obj in cfg.objectives:
+            progress.note(obj)
+            result["steps"].append(time_objective(obj, model, B, T, device, torch.bfloat16, steps, warmup,
+                                                  cfg.peak_flops))
+            progress.advance(1)
+    return result
+
+
+def format_result(result: dict) -> str:
+    """Speed ratios, then step time, tokens/s and MFU per objective."""
+    lines = [f"device {result['device']}, bf16, {result['params'] / 1e6:.1f}M params, batch {result['batch']}x"
+             f"{result['seq_len']}, V={result['vocab_size']}, peak {result['peak_flops']:.3g} FLOP/s"]
     for c in result["speed_cases"]:
-        print(f"  speed {c['case']:<32} ratio {c['ratio_median']:.3f}")
-    print(f"  {'objective':<24}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}")
+        lines.append(f"  speed {c['case']:<32} ratio {c['ratio_median']:.3f}")
+    lines.append(f"  {'objective':<24}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}")
     for s in result["steps"]:
-        print(f"  {s['objective']:<24}{s['step_s'] * 1e3:>10.1f}{s['tokens_per_s']:>12.0f}{s['mfu']:>8.3f}")
-    return 0
+        lines.append(f"  {s['objective']:<24}{s['step_s'] * 1e3:>10.1f}{s['tokens_per_s']:>12.0f}{s['mfu']:>8.3f}")
+    return "\n".join(lines)

@@ -32,9 +32,7 @@ position id, which in the key room is exactly the Markov state (agent cell x key
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ import torch
 from seqlevel.attributes import AttributeModel
 from seqlevel.attributes.head import AttributeHead
 from seqlevel.attributes.steering import ProductRule
+from seqlevel.bench import progress
 from seqlevel.decoding import StepContext
 from seqlevel.tasks import key_to_door as ktd
 
@@ -76,7 +75,7 @@ class Config:
     alpha: float = 16.0
     """α of the CAT product rule"""
     context_window: int | None = 1
-    """W of the trunk (banded attention; None = full causal), the same for all three models"""
+    """W of the trunk (banded attention; None or 0 = full causal), the same for all three models"""
     n_layer: int = 2
     """trunk layers"""
     n_embd: int = 64
@@ -103,6 +102,8 @@ class Config:
     """also save the CAT model of the first seed here"""
 
     def __post_init__(self):
+        if self.context_window == 0:
+            self.context_window = None  # the command line's spelling of full causal attention
         if self.select not in SELECT:
             raise ValueError(f"select must be one of {SELECT}, got {self.select!r}")
         if self.alpha < 0:
@@ -225,17 +226,18 @@ def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, a
 
 # -- training ---------------------------------------------------------------------------------------------------
 def train(cfg: Config, data: ktd.Trajectories, heldout: ktd.Trajectories, dec: ktd.Decisions, seed: int, *,
-          lam: float, steps: int, successes_only: bool = False, log=None) -> tuple[AttributeModel, list[dict]]:
-    """One model of the bench; returns it (the selected checkpoint) and its evaluation log (``log`` gets a
-    progress line per evaluation)."""
+          lam: float, steps: int, successes_only: bool = False) -> tuple[AttributeModel, list[dict]]:
+    """One model of the bench; returns it (the selected checkpoint) and its evaluation log."""
     import datasets
     from transformers import PrinterCallback, TrainerCallback
 
     class _Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            progress.advance(1)
+
         def on_evaluate(self, args, state, control, metrics=None, **kw):
-            if log is not None:
-                log(f"  step {state.global_step}: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in metrics.items()
-                                                                 if k.startswith("eval_") and k != "eval_epoch"))
+            progress.note(f"step {state.global_step}: " + " ".join(
+                f"{k[5:]}={v:.3f}" for k, v in metrics.items() if k in ("eval_val_win_rate", "eval_decision_bce")))
 
     from seqlevel.presets import tiny_model
     from seqlevel.trainers import AttributeConfig, AttributeTrainer
@@ -294,7 +296,7 @@ def refit(model: AttributeModel, data: ktd.Trajectories, seed: int, steps: int, 
     return model.eval()
 
 
-def run_seed(cfg: Config, seed: int, log=print) -> dict:
+def run_seed(cfg: Config, seed: int) -> dict:
     """Train CAT, BC and %BC on one seed's data and play them; the per-seed record of the JSON result."""
     n_train = 300 if cfg.quick else cfg.train_size
     n_held = 100 if cfg.quick else cfg.heldout_size
@@ -306,15 +308,15 @@ def run_seed(cfg: Config, seed: int, log=print) -> dict:
     steps = {name: 10 if cfg.quick else max(int(ep * n / cfg.batch_size), cfg.evals)
              for name, ep, n in (("cat", cfg.epochs, n_train), ("bc", cfg.bc_epochs, n_train),
                                  ("pct_bc", cfg.pct_bc_epochs, n_succ))}
+    progress.grow(sum(steps.values()))
     ev = 10_000 + seed  # evaluation layouts differ from the training ones
     r: dict = {"data_success_rate": float(data.success.mean()), "heldout_decisions": int(len(dec.seq)),
                "heldout_bce_reference": bce_references(dec), "agreement_constant": constant_agreement(dec)}
     t0 = time.perf_counter()
     models, logs = {}, {}
     for name, lam, succ in (("cat", cfg.attribute_lambda, False), ("bc", 0.0, False), ("pct_bc", 0.0, True)):
-        log(f"[key-to-door] seed {seed}: training {name} ({steps[name]} steps)")
-        models[name], logs[name] = train(cfg, data, heldout, dec, seed, lam=lam, steps=steps[name], successes_only=succ,
-                                         log=log)
+        progress.note(f"seed {seed}: training {name}")
+        models[name], logs[name] = train(cfg, data, heldout, dec, seed, lam=lam, steps=steps[name], successes_only=succ)
     r["train_seconds"] = time.perf_counter() - t0
     r["heldout_bce"] = [e["decision_bce"] for e in logs["cat"]]
     r["eval_log"] = logs
@@ -334,17 +336,16 @@ def run_seed(cfg: Config, seed: int, log=print) -> dict:
     r["random"] = play(None, episodes, ev, mode="random")
     r["exact_q_greedy"] = ktd.play_behaviour_greedy(episodes, ev)
     r["eval_seconds"] = time.perf_counter() - t0
-    log(f"[key-to-door] seed {seed}: CAT {r['cat']['win_rate']:.3f}  BC {r['bc']['win_rate']:.3f}  "
-        f"%BC {r['pct_bc']['win_rate']:.3f}  random {r['random']['win_rate']:.3f}")
+    progress.note(f"seed {seed}: CAT {r['cat']['win_rate']:.3f} BC {r['bc']['win_rate']:.3f} "
+                  f"%BC {r['pct_bc']['win_rate']:.3f}")
     return r
 
 
-def run(cfg: Config | argparse.Namespace, log=print) -> dict | int:
-    """Run the bench. With a :class:`Config`, return the JSON-able result (``log`` gets progress lines); with the
-    CLI's ``argparse.Namespace`` (the registry's call), print the result and return the exit code."""
-    if isinstance(cfg, argparse.Namespace):
-        return _run_cli(cfg)
-    per_seed = [run_seed(cfg, s, log) for s in cfg.seeds]
+def run(cfg: Config) -> dict:
+    """Run the bench; returns the JSON-able result and prints nothing but a progress bar (optimizer steps of all
+    models; playing adds a few seconds per seed)."""
+    with progress.bar("key-to-door", total=0):
+        per_seed = [run_seed(cfg, s) for s in cfg.seeds]
     rows = ("cat", "bc", "pct_bc", "random") + (("cat_refit",) if cfg.head_refit_steps else ())
     mean = lambda k: float(np.mean([r[k]["win_rate"] for r in per_seed]))  # noqa: E731
     sem = lambda k: float(np.std([r[k]["win_rate"] for r in per_seed], ddof=1) / np.sqrt(len(per_seed))  # noqa: E731
@@ -367,60 +368,12 @@ def run(cfg: Config | argparse.Namespace, log=print) -> dict | int:
     }
 
 
-# -- command line -----------------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = Config()
-    p.add_argument("--quick", action="store_true", help="tiny configuration for tests (no acceptance numbers)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--seeds", type=int, nargs="+", default=d.seeds, help="training/evaluation seeds (default 0)")
-    p.add_argument("--episodes", type=int, default=d.episodes, help=f"evaluation episodes per policy ({d.episodes})")
-    p.add_argument("--train-size", type=int, default=d.train_size, help=f"random trajectories ({d.train_size})")
-    p.add_argument("--heldout-size", type=int, default=d.heldout_size,
-                   help=f"fresh held-out trajectories for evaluation during training ({d.heldout_size})")
-    p.add_argument("--val-episodes", type=int, default=d.val_episodes,
-                   help=f"validation episodes at each evaluation ({d.val_episodes}; 0 = none)")
-    p.add_argument("--epochs", type=float, default=d.epochs, help=f"CAT epochs ({d.epochs:g})")
-    p.add_argument("--bc-epochs", type=float, default=d.bc_epochs, help=f"BC epochs ({d.bc_epochs:g})")
-    p.add_argument("--pct-bc-epochs", type=float, default=d.pct_bc_epochs,
-                   help=f"%%BC epochs over the successful trajectories ({d.pct_bc_epochs:g})")
-    p.add_argument("--attribute-lambda", type=float, default=d.attribute_lambda, help=f"λ of CAT ({d.attribute_lambda:g})")
-    p.add_argument("--alpha", type=float, default=d.alpha, help=f"α of the CAT product rule ({d.alpha:g})")
-    p.add_argument("--context-window", type=int, default=d.context_window,
-                   help=f"attention window W of every trunk ({d.context_window}; 0 = full causal attention)")
-    p.add_argument("--n-layer", type=int, default=d.n_layer, help=f"trunk layers ({d.n_layer})")
-    p.add_argument("--n-embd", type=int, default=d.n_embd, help=f"trunk width ({d.n_embd})")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"peak lr ({d.learning_rate:g})")
-    p.add_argument("--head-learning-rate", type=float, default=None, help="lr of CAT's head (default: --learning-rate)")
-    p.add_argument("--evals", type=int, default=d.evals, help=f"evaluations during training ({d.evals})")
-    p.add_argument("--select", choices=SELECT, default=d.select,
-                   help=f"model selection metric for all three models ({d.select})")
-    p.add_argument("--head-refit-steps", type=int, default=d.head_refit_steps,
-                   help="> 0: also report a head refitted on the frozen CAT trunk (cat_refit row; default 0)")
-    p.add_argument("--model-dir", default=None, help="also save the CAT model of the first seed here")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    return Config(seeds=list(args.seeds), episodes=args.episodes, train_size=args.train_size,
-                  heldout_size=args.heldout_size, val_episodes=args.val_episodes, epochs=args.epochs,
-                  bc_epochs=args.bc_epochs, pct_bc_epochs=args.pct_bc_epochs,
-                  attribute_lambda=args.attribute_lambda, alpha=args.alpha,
-                  context_window=args.context_window or None, n_layer=args.n_layer, n_embd=args.n_embd,
-                  learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, evals=args.evals, select=args.select,
-                  head_refit_steps=args.head_refit_steps, quick=args.quick, model_dir=args.model_dir)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    import sys
-
-    result = run(config_from_args(args), log=lambda s: print(s, file=sys.stderr))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        w, s = result["win_rate"], result["win_rate_sem"]
-        ref = result["heldout_bce_reference"]
-        print(f"Key-to-Door, {result['episodes']} episodes x seeds {result['seeds']}: "
-              + "  ".join(f"{k} {w[k]:.3f}±{s[k]:.3f}" for k in w)
-              + f"; held-out decision BCE of CAT {result['heldout_bce_final']:.4f} (constant {ref['constant']:.4f}, "
-              f"state value {ref['state_value']:.4f}, exact Q^β {ref['exact_q']:.4f}); agreement with Q^β "
-              + ", ".join(f"{k} {v:.2f}" for k, v in result["agreement"].items()))
-    return 0
+def format_result(result: dict) -> str:
+    """Win rates (mean ± s.e. over seeds), CAT's held-out decision BCE and each policy's agreement with Q^β."""
+    w, s = result["win_rate"], result["win_rate_sem"]
+    ref = result["heldout_bce_reference"]
+    return (f"Key-to-Door, {result['episodes']} episodes x seeds {result['seeds']}: "
+            + "  ".join(f"{k} {w[k]:.3f}±{s[k]:.3f}" for k in w)
+            + f"; held-out decision BCE of CAT {result['heldout_bce_final']:.4f} (constant {ref['constant']:.4f}, "
+            f"state value {ref['state_value']:.4f}, exact Q^β {ref['exact_q']:.4f}); agreement with Q^β "
+            + ", ".join(f"{k} {v:.2f}" for k, v in result["agreement"].items()))

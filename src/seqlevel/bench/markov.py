@@ -2,104 +2,105 @@
 
 For each vocabulary size × seed, one P and one data set (shared by every objective, as in the official code),
 then one training run per objective with the official recipe; reported are the exact ``avg_js`` and
-``avg_zero_mass`` of the best-dev-epoch model (notes ``methods/mixce.md`` §2). ``--json`` prints
+``avg_zero_mass`` of the best-dev-epoch model (notes ``methods/mixce.md`` §2). ``run(cfg)`` returns (``--json`` prints)
 ``{"results": [{"objective", "eta", "seed", "vocab_size", "avg_js", "avg_zero_mass", "epochs", "seconds", ...}]}``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
-import time
+from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
+from seqlevel.bench import progress
 from seqlevel.tasks.markov import INITS, make_world
 from seqlevel.tasks.markov_train import Objective, TrainConfig, parse_objective, train_bigram
 
 DEFAULT_OBJECTIVES = "mle,mixce:0.1,mixce:0.5,mixce:0.9,mixce:0.99,mixce_star:0.9"
 
 
-def _int_list(name: str, text: str, minimum: int) -> list[int]:
-    try:
-        values = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be a comma list of integers, got {text!r}; e.g. 21,51") from None
-    if not values:
-        raise ValueError(f"{name} is empty; give at least one value, e.g. 21")
-    bad = [v for v in values if v < minimum]
-    if bad:
-        raise ValueError(f"{name} values must be >= {minimum}, got {bad}")
-    return values
-
-
-def parse_objectives(text: str) -> list[Objective]:
-    """``"mle,mixce:0.9,mixce_star:0.9,tailr:1e-7"`` → objectives (ValueError with a fix-it message)."""
-    specs = [s for s in str(text).split(",") if s.strip()]
+def parse_objectives(text) -> list[Objective]:
+    """``"mle,mixce:0.9,mixce_star:0.9,tailr:1e-7"`` (or a sequence of specs) → objectives (ValueError with a
+    fix-it message)."""
+    specs = [s for s in (str(text).split(",") if isinstance(text, str) else text) if s.strip()]
     if not specs:
         raise ValueError(f"--objectives is empty; e.g. {DEFAULT_OBJECTIVES}")
     return [parse_objective(s) for s in specs]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vocab-size", default="21",
-                   help="comma list of V incl. PAD/BOS (21 = 20 tokens incl. EOS; paper: 21,51,101,501,1001)")
-    p.add_argument("--seeds", default="7,42,777", help="comma list of seeds (paper: 7,42,777,4222,99999)")
-    p.add_argument("--objectives", default=DEFAULT_OBJECTIVES,
-                   help="comma list: mle, mixce:ETA (the approximation), mixce_star:ETA (exact, needs P), "
-                        "tailr:GAMMA (w_min 0.2), reverse_kl, two_kls:ETA")
-    p.add_argument("--train-size", type=int, default=50_000, help="training sequences (default 50000, the paper's)")
-    p.add_argument("--dev-size", type=int, default=5_000, help="dev sequences for early stopping (default 5000)")
-    p.add_argument("--max-epochs", type=int, default=50, help="epoch cap (default 50)")
-    p.add_argument("--patience", type=int, default=5, help="early-stopping patience on the dev objective")
-    p.add_argument("--batch-size", type=int, default=1000, help="sequences per batch (default 1000)")
-    p.add_argument("--init", default="random", choices=INITS,
-                   help="P: 'random' = Dirichlet(0.5) rows with 50%% zeros (paper), 'zipf' = ours")
-    p.add_argument("--zero-percent", type=float, default=0.5, help="fraction of non-EOS transitions zeroed")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--jsonl", default=None,
-                   help="also append each run's record to this file as one JSON line as soon as it finishes")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+@dataclass
+class Config:
+    """One grid of the MixCE synthetic experiment (the defaults are the paper's sizes at V = 21, three seeds)."""
 
+    vocab_size: tuple[int, ...] = (21,)
+    """V incl. PAD/BOS (21 = 20 tokens incl. EOS; paper: 21,51,101,501,1001)."""
+    seeds: tuple[int, ...] = (7, 42, 777)
+    """Seeds, one world and data set each (paper: 7,42,777,4222,99999)."""
+    objectives: tuple[str, ...] = tuple(DEFAULT_OBJECTIVES.split(","))
+    """mle, mixce:ETA (the approximation), mixce_star:ETA (exact, needs P), tailr:GAMMA (w_min 0.2), reverse_kl,
+    two_kls:ETA."""
+    train_size: int = 50_000
+    """Training sequences (the paper's 50,000)."""
+    dev_size: int = 5_000
+    """Dev sequences for early stopping."""
+    max_epochs: int = 50
+    """Epoch cap."""
+    patience: int = 5
+    """Early-stopping patience on the dev objective."""
+    batch_size: int = 1000
+    """Sequences per batch."""
+    init: str = "random"
+    """P: 'random' = Dirichlet(0.5) rows with 50% zeros (the paper's), 'zipf' = ours."""
+    zero_percent: float = 0.5
+    """Fraction of non-EOS transitions zeroed."""
+    threads: int = 1
+    """torch CPU threads."""
+    jsonl: str | None = None
+    """Also append each run's record to this file as one JSON line as soon as it finishes."""
 
-def validate(args: argparse.Namespace) -> tuple[list[int], list[int], list[Objective], TrainConfig]:
-    """Check every option before any work starts; returns (vocab sizes, seeds, objectives, recipe)."""
-    vocab = _int_list("--vocab-size", args.vocab_size, 3)
-    seeds = _int_list("--seeds", args.seeds, 0)
-    objectives = parse_objectives(args.objectives)
-    for name, value, lo in (("--train-size", args.train_size, 1), ("--dev-size", args.dev_size, 1),
-                            ("--max-epochs", args.max_epochs, 1), ("--patience", args.patience, 1),
-                            ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1)):
-        if value < lo:
-            raise ValueError(f"{name} must be >= {lo}, got {value}")
-    if args.train_size < args.batch_size:
-        raise ValueError(f"--train-size {args.train_size} is smaller than one batch ({args.batch_size}); "
-                         "raise --train-size or lower --batch-size")
-    if not (0.0 <= args.zero_percent < 1.0):
-        raise ValueError(f"--zero-percent must be in [0, 1), got {args.zero_percent}; the paper used 0.5")
-    cfg = TrainConfig(max_epochs=args.max_epochs, batch_size=args.batch_size, patience=args.patience)
-    return vocab, seeds, objectives, cfg
+    def __post_init__(self):
+        for name, values, lo in (("--vocab-size", self.vocab_size, 3), ("--seeds", self.seeds, 0)):
+            if not values:
+                raise ValueError(f"{name} is empty; give at least one value, e.g. 21")
+            bad = [v for v in values if v < lo]
+            if bad:
+                raise ValueError(f"{name} values must be >= {lo}, got {bad}")
+        parse_objectives(self.objectives)
+        for name, value in (("--train-size", self.train_size), ("--dev-size", self.dev_size),
+                            ("--max-epochs", self.max_epochs), ("--patience", self.patience),
+                            ("--batch-size", self.batch_size), ("--threads", self.threads)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.train_size < self.batch_size:
+            raise ValueError(f"--train-size {self.train_size} is smaller than one batch ({self.batch_size}); "
+                             "raise --train-size or lower --batch-size")
+        if not (0.0 <= self.zero_percent < 1.0):
+            raise ValueError(f"--zero-percent must be in [0, 1), got {self.zero_percent}; the paper used 0.5")
+        if self.init not in INITS:
+            raise ValueError(f"--init must be one of {INITS}, got {self.init!r}")
 
 
 def run_grid(vocab: list[int], seeds: list[int], objectives: list[Objective], cfg: TrainConfig,
              train_size: int, dev_size: int, init: str = "random", zero_percent: float = 0.5,
-             progress: bool = True, jsonl: str | None = None) -> list[dict]:
-    """Train every (V, seed, objective); one result dict per run (the ``--json`` record).
+             jsonl: str | None = None) -> list[dict]:
+    """Train every (V, seed, objective); one result dict per run (the ``--json`` record). The progress bar
+    counts runs.
 
     ``jsonl``: a file to append each record to (one line, flushed) as soon as its run ends.
     """
+    with progress.bar("markov", total=len(vocab) * len(seeds) * len(objectives), unit="run"):
+        return _grid(vocab, seeds, objectives, cfg, train_size, dev_size, init, zero_percent, jsonl)
+
+
+def _grid(vocab, seeds, objectives, cfg, train_size, dev_size, init, zero_percent, jsonl) -> list[dict]:
     results = []
-    bar = tqdm(total=len(vocab) * len(seeds) * len(objectives), disable=not progress, file=sys.stderr,
-               desc="markov", unit="run")
     for V in vocab:
         for seed in seeds:
             p, train, dev = make_world(V, seed, train_size, dev_size, init=init, zero_percent=zero_percent)
             for obj in objectives:
-                bar.set_postfix_str(f"V={V} seed={seed} {obj.label}")
+                progress.note(f"V={V} seed={seed} {obj.label}")
                 r = train_bigram(p, train, dev, obj, seed, cfg)
                 results.append({
                     "objective": obj.name, "eta": obj.eta, "seed": seed, "vocab_size": V,
@@ -110,8 +111,7 @@ def run_grid(vocab: list[int], seeds: list[int], objectives: list[Objective], cf
                 if jsonl:
                     with open(jsonl, "a") as f:
                         f.write(json.dumps(results[-1]) + "\n")
-                bar.update(1)
-    bar.close()
+                progress.advance(1)
     return results
 
 
@@ -157,21 +157,21 @@ def format_table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    vocab, seeds, objectives, cfg = validate(args)  # all errors before any work
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    results = run_grid(vocab, seeds, objectives, cfg, args.train_size, args.dev_size, args.init,
-                       args.zero_percent, progress=not args.no_progress, jsonl=args.jsonl)
-    total = time.perf_counter() - t0
-    if args.json:
-        print(json.dumps({"results": results}))
-        return 0
-    summary = summarize(results)
-    print(format_table(summary))
-    print("\nbest parameter per objective (lowest mean avg_js):")
+def run(cfg: Config) -> dict:
+    """The grid of ``cfg``; returns ``{"results": [...]}`` and prints nothing but a progress bar."""
+    torch.set_num_threads(cfg.threads)
+    recipe = TrainConfig(max_epochs=cfg.max_epochs, batch_size=cfg.batch_size, patience=cfg.patience)
+    results = run_grid(list(cfg.vocab_size), list(cfg.seeds), parse_objectives(cfg.objectives), recipe,
+                       cfg.train_size, cfg.dev_size, cfg.init, cfg.zero_percent, jsonl=cfg.jsonl)
+    return {"results": results}
+
+
+def format_result(result: dict) -> str:
+    """The summary table and the best parameter per objective (lowest mean avg_js)."""
+    summary = summarize(result["results"])
+    lines = [format_table(summary), "", "best parameter per objective (lowest mean avg_js):"]
     for b in best_by_objective(summary):
-        print(f"  V={b['vocab_size']:<5} {b['objective']:<11} {b['label']:<16} avg_js {b['avg_js_mean']:.3e}  "
-              f"avg_zero_mass {b['avg_zero_mass_mean']:.3e}")
-    print(f"\n{len(results)} runs in {total:.0f} s")
-    return 0
+        lines.append(f"  V={b['vocab_size']:<5} {b['objective']:<11} {b['label']:<16} avg_js {b['avg_js_mean']:.3e}  "
+                     f"avg_zero_mass {b['avg_zero_mass_mean']:.3e}")
+    lines.append(f"\n{len(result['results'])} runs in {sum(r['seconds'] for r in result['results']):.0f} s")
+    return "\n".join(lines)

@@ -19,23 +19,23 @@ the softmax, a proper score) and the exact forbidden mass along the model's own 
 learning rate (5e-5) barely moves a small model from scratch, so the bench sets its own (``lr``,
 ``finetune_lr``); every run records its training curve (dev token NLL every ``eval_every`` steps).
 
-``--json`` prints ``{"results": [{"method", "seed", "impossible_rate", "impossible_seq_rate", "token_nll",
-"false_deletion_rate", "avg_js", "avg_zero_mass", "backspace_rate", "seconds", ...}], "summary": [...]}``.
+``run(cfg)`` returns (and ``--json`` prints) ``{"results": [{"method", "seed", "impossible_rate", "impossible_seq_rate", "token_nll",
+"false_deletion_rate", "avg_js", "avg_zero_mass", "backspace_rate", "seconds", ...}], "summary": [...],
+"config": {...}, "seconds"}``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import statistics
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 import torch
+
+from seqlevel.bench import progress
 
 METHODS = ("mle", "bc", "bc_continued", "sequencematch", "tv")
 
@@ -59,12 +59,15 @@ class Config:
     p_noise: float = 0.1
     """Noise insertion probability per data action (bc and the fine-tunes)."""
     n_layer: int = 2
+    """Transformer layers of the model (GPT-2 preset, 4 heads)."""
     n_embd: int = 64
+    """Model width."""
     pretrain_steps: int = 2000
     """Optimizer steps of mle and bc."""
     finetune_steps: int = 800
     """Optimizer steps of bc_continued, sequencematch and tv from bc's checkpoint."""
     batch_size: int = 32
+    """Sequences per optimizer step."""
     lr: float = 3e-3
     """Peak learning rate of the from-scratch runs (linear warm-up, then constant)."""
     finetune_lr: float = 1e-3
@@ -72,13 +75,21 @@ class Config:
     sm_weight: float = 0.5
     """Convex weight w of SM in the sequencematch and tv fine-tunes."""
     chi2_weight: float = 0.01
+    """c of the χ² divergence φ(r) = r − c·r² (SequenceMatchConfig.chi2_weight)."""
     gamma: float = 0.998
+    """Discount γ of the SequenceMatch occupancies."""
     eos_handling: str = "absorbing"
+    """How <eos> ends a sequence in the SequenceMatch loss (SequenceMatchConfig.eos_handling)."""
     occupancy_normalize: bool = True
+    """Normalise the occupancy weights per sequence (SequenceMatchConfig.occupancy_normalize)."""
     sample_every: int = 4
+    """Optimizer steps between refreshes of the rollout buffer."""
     rollouts_per_refresh: int = 32
+    """Model rollouts generated per refresh."""
     replay_batch_size: int = 16
+    """Rollouts replayed in each optimizer step."""
     replay_buffer_size: int = 256
+    """Rollouts kept in the replay buffer."""
     max_new_actions: int = 48
     """Cap on actions per rollout and per evaluation sample."""
     n_samples: int = 4000
@@ -86,8 +97,18 @@ class Config:
     eval_every: int = 500
     """Steps between points of the training curve (dev token NLL)."""
     threads: int = 1
+    """torch CPU threads."""
     extra: dict = field(default_factory=dict)
     """Extra SequenceMatchConfig fields for the sequencematch fine-tune (pilots)."""
+
+    def __post_init__(self):
+        if self.vocab_size < 4:
+            raise ValueError(f"vocab_size must be >= 4 (PAD, two tokens, EOS), got {self.vocab_size}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"methods: unknown {bad}; choose from {','.join(METHODS)}")
+        if not self.seeds or not self.methods:
+            raise ValueError("seeds and methods need at least one value each, e.g. --seeds 0 --methods mle,bc")
 
 
 QUICK = Config(seeds=(0,), n_train=2000, n_dev=300, pretrain_steps=300, finetune_steps=100, n_samples=400,
@@ -140,7 +161,8 @@ def _train(cfg: Config, model, tok, ds, p, dev, seed: int, *, steps: int, lr: fl
     curve: list = []
     cb = _curve_callback(cfg, p, dev, tok, curve)
     trainer = SequenceMatchTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                   noise_fn=forbidden_noise(p, int(tok.eos_token_id)), callbacks=[cb])
+                                   noise_fn=forbidden_noise(p, int(tok.eos_token_id)),
+                                   callbacks=[cb, progress.StepCallback()])
     cb.trainer = trainer
     trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
@@ -171,7 +193,7 @@ def _evaluate(cfg: Config, trainer, p, dev, tok, seed: int) -> dict:
     return m
 
 
-def run_seed(cfg: Config, seed: int, out_dir: str, log=print) -> list[dict]:
+def run_seed(cfg: Config, seed: int, out_dir: str) -> list[dict]:
     """All methods of one seed (one world)."""
     import datasets
 
@@ -187,9 +209,7 @@ def run_seed(cfg: Config, seed: int, out_dir: str, log=print) -> list[dict]:
     def record(method, trainer, curve, seconds):
         m = _evaluate(cfg, trainer, p, dev, tok, seed)
         row = {"method": method, "seed": seed, **m, "seconds": seconds, "curve": curve}
-        log(f"{method:>14} seed={seed} impossible={m['impossible_rate']:.4f} seq={m['impossible_seq_rate']:.3f} "
-            f"nll={m['token_nll']:.4f} bksp={m['backspace_rate']:.4f} prec={m['backspace_precision']:.2f} "
-            f"false={m['false_deletion_rate']:.3f} mass={m['forbidden_mass']:.4f} {seconds:.0f}s")
+        progress.note(f"seed {seed} {method}: impossible {m['impossible_rate']:.4f}")
         rows.append(row)
 
     common = dict(p=p, dev=dev, seed=seed)
@@ -232,67 +252,33 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def benchmark(cfg: Config, log=print) -> dict:
-    """Every seed and method of ``cfg``; returns ``{"results": [...], "summary": [...], "config": {...}}``."""
-    bad = [m for m in cfg.methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown methods {bad}; choose from {METHODS}")
+def total_steps(cfg: Config) -> int:
+    """Optimizer steps of all runs of ``cfg`` (the progress bar's total)."""
+    pre = sum(m in cfg.methods for m in ("mle",)) + any(m in cfg.methods for m in METHODS[1:])
+    fine = sum(m in cfg.methods for m in ("bc_continued", "sequencematch", "tv"))
+    return len(cfg.seeds) * (pre * cfg.pretrain_steps + fine * cfg.finetune_steps)
+
+
+def run(cfg: Config) -> dict:
+    """Every seed and method of ``cfg``; returns ``{"results": [...], "summary": [...], "config": {...},
+    "seconds"}`` and prints nothing but a progress bar."""
     torch.set_num_threads(cfg.threads)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="seqlevel-markov-bksp-") as tmp:  # save_strategy="no": nothing kept
-        for seed in cfg.seeds:
-            rows += run_seed(cfg, seed, f"{tmp}/{seed}", log=log)
-    cfg_json = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    return {"results": rows, "summary": summarize(rows), "config": cfg_json}
-
-
-def _csv(kind, name: str, minimum=None):
-    def parse(text: str):
-        try:
-            vals = tuple(kind(x) for x in text.split(",") if x.strip())
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"{name} must be a comma list, e.g. 0,1,2; got {text!r}") from e
-        if not vals or (minimum is not None and any(v < minimum for v in vals)):
-            raise argparse.ArgumentTypeError(f"{name} needs values >= {minimum}, got {text!r}")
-        return vals
-    return parse
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vocab-size", type=int, default=None, help="V of the Markov world (default 21)")
-    p.add_argument("--seeds", type=_csv(int, "--seeds", 0), default=None, help="comma list (default 0,1,2,3,4)")
-    p.add_argument("--methods", type=_csv(str, "--methods"), default=None,
-                   help="comma list of mle,bc,bc_continued,sequencematch,tv (default all)")
-    p.add_argument("--quick", action="store_true", help="one seed, small and short (about a minute)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = QUICK if args.quick else Config()
-    over = {}
-    if args.vocab_size is not None:
-        if args.vocab_size < 4:
-            raise ValueError(f"--vocab-size must be >= 4 (PAD, two tokens, EOS), got {args.vocab_size}")
-        over["vocab_size"] = args.vocab_size
-    if args.seeds:
-        over["seeds"] = args.seeds
-    if args.methods:
-        bad = [m for m in args.methods if m not in METHODS]
-        if bad:
-            raise ValueError(f"--methods: unknown {bad}; choose from {','.join(METHODS)}")
-        over["methods"] = args.methods
-    cfg = replace(cfg, **over)
-    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     t0 = time.perf_counter()
-    result = benchmark(cfg, log=log)
-    result["seconds"] = time.perf_counter() - t0
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"{'method':>14} {'impossible':>18} {'seq':>7} {'token nll':>16} {'bksp':>7} {'false del':>9}")
+    rows = []
+    with progress.bar("markov-backspace", total=total_steps(cfg)), \
+            tempfile.TemporaryDirectory(prefix="seqlevel-markov-bksp-") as tmp:  # save_strategy="no": nothing kept
+        for seed in cfg.seeds:
+            rows += run_seed(cfg, seed, f"{tmp}/{seed}")
+    cfg_json = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    return {"results": rows, "summary": summarize(rows), "config": cfg_json, "seconds": time.perf_counter() - t0}
+
+
+def format_result(result: dict) -> str:
+    """The summary table (mean ± standard error over seeds)."""
+    lines = [f"{'method':>14} {'impossible':>18} {'seq':>7} {'token nll':>16} {'bksp':>7} {'false del':>9}"]
     for s in result["summary"]:
-        print(f"{s['method']:>14} {s['impossible_rate']:.5f}±{s['impossible_rate_se']:.5f} "
-              f"{s['impossible_seq_rate']:7.3f} {s['token_nll']:.4f}±{s['token_nll_se']:.4f} "
-              f"{s['backspace_rate']:7.4f} {s['false_deletion_rate']:9.3f}")
-    print(f"total {result['seconds']:.0f} s")
-    return 0
+        lines.append(f"{s['method']:>14} {s['impossible_rate']:.5f}±{s['impossible_rate_se']:.5f} "
+                     f"{s['impossible_seq_rate']:7.3f} {s['token_nll']:.4f}±{s['token_nll_se']:.4f} "
+                     f"{s['backspace_rate']:7.4f} {s['false_deletion_rate']:9.3f}")
+    lines.append(f"total {result['seconds']:.0f} s")
+    return "\n".join(lines)

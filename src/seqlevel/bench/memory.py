@@ -9,10 +9,9 @@ same vocabulary: ``ratio = peak / mle_peak``. The losses are the memory cases of
 
 from __future__ import annotations
 
-import argparse
-import json
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -83,27 +82,39 @@ def run_cases(vocab_sizes=(32768, 131072), tokens: int = 1024, hidden: int = 256
     return cases
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vocab-sizes", default="32768,131072", help="comma list (default 32768,131072)")
-    p.add_argument("--tokens", type=int, default=1024, help="target tokens per batch (default 1024)")
-    p.add_argument("--hidden", type=int, default=256, help="hidden width d (default 256)")
-    p.add_argument("--chunk", type=int, default=256, help="tokens per chunk (default 256)")
-    p.add_argument("--losses", default=None, help=f"comma list from {names('memory')} (default all)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+@dataclass
+class Config:
+    """Which losses at which vocabulary sizes (the defaults are the issue's 32k and 128k)."""
+
+    vocab_sizes: tuple[int, ...] = (32768, 131072)
+    """Vocabulary sizes V."""
+    tokens: int = 1024
+    """Target tokens per batch."""
+    hidden: int = 256
+    """Hidden width d."""
+    chunk: int = 256
+    """Tokens per chunk of the chunked losses."""
+    losses: tuple[str, ...] | None = None
+    """Losses to measure (default all registered memory cases)."""
+
+    def __post_init__(self):
+        if not self.vocab_sizes or min(self.vocab_sizes) < 2:
+            raise ValueError(f"--vocab-sizes needs sizes >= 2, got {list(self.vocab_sizes)}")
+        for name, v in (("--tokens", self.tokens), ("--hidden", self.hidden), ("--chunk", self.chunk)):
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        vocab = [int(v) for v in args.vocab_sizes.split(",") if v]
-    except ValueError as err:
-        raise ValueError(f"--vocab-sizes must be a comma list of integers, got {args.vocab_sizes!r}") from err
-    losses = args.losses.split(",") if args.losses else None
-    cases = run_cases(vocab, args.tokens, args.hidden, args.chunk, losses)
-    if args.json:
-        print(json.dumps({"cases": cases}))
-        return 0
-    print(f"{'loss':<15}{'V':>8}{'peak MiB':>12}{'MLE MiB':>10}{'ratio':>8}")
-    for c in cases:
-        print(f"{c['loss']:<15}{c['vocab_size']:>8}{c['peak_bytes'] / 2**20:>12.1f}"
-              f"{c['mle_peak_bytes'] / 2**20:>10.1f}{c['ratio']:>8.3f}")
-    return 0
+def run(cfg: Config) -> dict:
+    """Peak memory of every loss at every vocabulary size: ``{"cases": [...]}``."""
+    return {"cases": run_cases(list(cfg.vocab_sizes), cfg.tokens, cfg.hidden, cfg.chunk,
+                               list(cfg.losses) if cfg.losses else None)}
+
+
+def format_result(result: dict) -> str:
+    """Peak MiB of each loss and its ratio to the chunked MLE's."""
+    lines = [f"{'loss':<15}{'V':>8}{'peak MiB':>12}{'MLE MiB':>10}{'ratio':>8}"]
+    for c in result["cases"]:
+        lines.append(f"{c['loss']:<15}{c['vocab_size']:>8}{c['peak_bytes'] / 2**20:>12.1f}"
+                     f"{c['mle_peak_bytes'] / 2**20:>10.1f}{c['ratio']:>8.3f}")
+    return "\n".join(lines)

@@ -10,14 +10,13 @@ callables that each do one full unit of work.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
-from seqlevel.bench.cases import SpeedCase, build, names
+from seqlevel.bench.cases import CASES, SpeedCase, build, names
 
 
 def build_case(name: str, device: str = "cpu", quick: bool = False) -> SpeedCase:
@@ -53,25 +52,44 @@ def measure(case: SpeedCase, runs: int = 20, warmup: int = 3) -> dict:
     }
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--case", required=True, choices=names("speed"), help="which pair of workloads to time")
-    p.add_argument("--runs", type=int, default=20, help="timed A/B pairs (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed A/B pairs first (default 3)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--quick", action="store_true", help="smaller workload (for tests)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+@dataclass
+class Config:
+    """Which case to time, and how often."""
+
+    case: str | None = None
+    """The pair of workloads to time: one of the registered speed cases (``seqlevel bench speed --help``)."""
+    runs: int = 20
+    """Timed A/B pairs."""
+    warmup: int = 3
+    """Untimed A/B pairs first."""
+    device: str = "cpu"
+    """torch device, e.g. cpu or cuda."""
+    quick: bool = False
+    """Smaller workload (for tests)."""
+
+    def __post_init__(self):
+        if self.case is not None and self.case not in names("speed"):
+            raise ValueError(f"--case must be one of {', '.join(names('speed'))}; got {self.case!r}")
+        if self.runs < 1 or self.warmup < 0:
+            raise ValueError(f"--runs must be >= 1 and --warmup >= 0, got {self.runs} and {self.warmup}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device} asked for, but CUDA is not available; use --device cpu")
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device} asked for, but CUDA is not available; use --device cpu")
-    case = build_case(args.case, device=args.device, quick=args.quick)
-    result = {"case": args.case, **measure(case, runs=args.runs, warmup=args.warmup)}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"case {args.case}: {case.description}")
-        print(f"  A = {case.a_name}: median {result['a_median_s'] * 1e3:.2f} ms")
-        print(f"  B = {case.b_name}: median {result['b_median_s'] * 1e3:.2f} ms")
-        print(f"  ratio A/B (median of {args.runs} pairs): {result['ratio_median']:.3f}")
-    return 0
+def run(cfg: Config) -> dict:
+    """Build the case and time it: ``{"case", "ratio_median", "a_median_s", "b_median_s", "runs"}``."""
+    if cfg.case is None:
+        raise ValueError(f"--case is required: one of {', '.join(names('speed'))}")
+    case = build_case(cfg.case, device=cfg.device, quick=cfg.quick)
+    return {"case": cfg.case, **measure(case, runs=cfg.runs, warmup=cfg.warmup)}
+
+
+def format_result(result: dict) -> str:
+    """What the case compares (its factory's summary line), the two medians and the ratio."""
+    import importlib
+
+    module, fn = CASES[result["case"]].factory.split(":")
+    doc = getattr(importlib.import_module(f"seqlevel.bench.cases.{module}"), fn).__doc__ or ""
+    return (f"case {result['case']}: {doc.strip().splitlines()[0] if doc.strip() else ''}\n  A median {result['a_median_s'] * 1e3:.2f} ms\n"
+            f"  B median {result['b_median_s'] * 1e3:.2f} ms\n"
+            f"  ratio A/B (median of {result['runs']} pairs): {result['ratio_median']:.3f}")

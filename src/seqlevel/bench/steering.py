@@ -1,6 +1,6 @@
 """``seqlevel bench steering``: steer the ``reviews`` language to each star; score with the exact posterior.
 
-For each target star s* and each method, ``--samples`` reviews are generated from ``<bos>`` with
+For each target star s* and each method, ``samples`` reviews are generated from ``<bos>`` with
 :func:`seqlevel.decoding.generate` (stopping at the rating token or ``<eos>``) and judged on the words before the
 rating token:
 
@@ -15,33 +15,43 @@ Methods: ``unsteered`` (plain sampling), ``product`` (``p·P(a*|v)^α``), ``sati
 
 from __future__ import annotations
 
-import argparse
-import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from seqlevel.attributes.steering import BacktrackRule, ProductRule, SatisficingRule
-from seqlevel.bench.attribute_estimation import review_model
+from seqlevel.bench import progress
+from seqlevel.bench.attribute_estimation import ReviewModelConfig, review_model
 from seqlevel.decoding import generate
 from seqlevel.tasks.reviews import ReviewWorld
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="tiny configuration for tests")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-size", type=int, default=20_000)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--attribute-lambda", type=float, default=1.0)
-    p.add_argument("--consistency", type=float, default=0.0)
-    p.add_argument("--model-dir", default=None, help="load the CAT model from here if present, else train and save")
-    p.add_argument("--samples", type=int, default=200, help="generated reviews per target star and method")
-    p.add_argument("--alpha", type=float, default=4.0, help="α of the product rule (default 4)")
-    p.add_argument("--tau", type=float, default=0.8, help="τ of the satisficing rule (demo: 0.8)")
-    p.add_argument("--epsilon", type=float, default=1e-2, help="ε of the satisficing rule (demo: 0.001 for a 50k vocabulary)")
-    p.add_argument("--top-k", type=int, default=5, help="k of the satisficing rule (demo: 20 for a 50k vocabulary)")
-    p.add_argument("--backtrack-threshold", type=float, default=0.1, help="credit drop that triggers <bksp>")
+@dataclass
+class Config(ReviewModelConfig):
+    """Settings of the steering bench (the CAT model's settings are shared with attribute-estimation)."""
+
+    samples: int = 200
+    """Generated reviews per target star and method."""
+    alpha: float = 4.0
+    """α of the product rule."""
+    tau: float = 0.8
+    """τ of the satisficing rule (the CAT demo's 0.8)."""
+    epsilon: float = 1e-2
+    """ε of the satisficing rule (the CAT demo: 0.001 for a 50k vocabulary)."""
+    top_k: int = 5
+    """k of the satisficing rule (the CAT demo: 20 for a 50k vocabulary)."""
+    backtrack_threshold: float = 0.1
+    """Credit drop that triggers <bksp>."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.alpha < 0:
+            raise ValueError(f"--alpha must be >= 0, got {self.alpha}")
+        if not 0 <= self.tau <= 1:
+            raise ValueError(f"--tau must be in [0, 1], got {self.tau}")
+        if self.samples < 1 or self.top_k < 1:
+            raise ValueError(f"--samples and --top-k must be >= 1, got {self.samples} and {self.top_k}")
 
 
 def score_texts(world: ReviewWorld, sequences: list[list[int]], target: int) -> dict:
@@ -66,11 +76,14 @@ def score_texts(world: ReviewWorld, sequences: list[list[int]], target: int) -> 
             "nll": float(np.mean(nll)) if nll else float("nan"), "invalid": invalid / n}
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.alpha < 0:
-        raise ValueError(f"--alpha must be >= 0, got {args.alpha}")
-    if not 0 <= args.tau <= 1:
-        raise ValueError(f"--tau must be in [0, 1], got {args.tau}")
+def run(args: Config) -> dict:
+    """Train (or load) the CAT model, then generate ``samples`` reviews per target star and method; returns the
+    JSON-able result and prints nothing but a progress bar."""
+    with progress.bar("steering", total=20):  # 5 stars x 4 rules, plus the training steps when it trains
+        return _run(args)
+
+
+def _run(args: Config) -> dict:
     world = ReviewWorld()
     model, train_s = review_model(args, world)
     lm = model.base
@@ -96,14 +109,18 @@ def run(args: argparse.Namespace) -> int:
                            backspace_id=bksp if name == "backtrack" else None, do_sample=True,
                            seed=args.seed + star, steer=rule)
             row[name] = score_texts(world, out.sequences, target)
+            progress.advance(1, note=f"{star}★ {name}")
             if name == "backtrack":
                 row[name]["backspaces_per_text"] = float(out.num_backspaces.float().mean())
         result["targets"][str(star)] = row
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"steering on reviews: {n} samples per target and method (accuracy / mean P(target) / NLL nats)")
-        for star, row in result["targets"].items():
-            cells = "  ".join(f"{k}: {v['accuracy']:.2f}/{v['mean_p_target']:.2f}/{v['nll']:.1f}" for k, v in row.items())
-            print(f"  {star}★  {cells}")
-    return 0
+    return result
+
+
+def format_result(result: dict) -> str:
+    """Accuracy / mean P(target) / NLL per target star and method."""
+    lines = [f"steering on reviews: {result['samples']} samples per target and method "
+             "(accuracy / mean P(target) / NLL nats)"]
+    for star, row in result["targets"].items():
+        cells = "  ".join(f"{k}: {v['accuracy']:.2f}/{v['mean_p_target']:.2f}/{v['nll']:.1f}" for k, v in row.items())
+        lines.append(f"  {star}★  {cells}")
+    return "\n".join(lines)

@@ -31,15 +31,15 @@ from seqlevel.demo.section import Section
 SECTIONS = ("markov", "sequencematch", "arithmetic", "cat")
 
 
-def _section(name: str, quick: bool, progress: bool, workdir: str) -> Section:
+def _section(name: str, quick: bool, workdir: str) -> Section:
     if name == "markov":
         from seqlevel.demo.markov import section_markov
 
-        return section_markov(quick, progress=progress)
+        return section_markov(quick)
     if name == "sequencematch":
         from seqlevel.demo.sequencematch import section_sequencematch
 
-        return section_sequencematch(quick, progress=progress)
+        return section_sequencematch(quick)
     if name == "arithmetic":
         from seqlevel.demo.arithmetic import section_arithmetic
 
@@ -92,14 +92,13 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", sections: tuple
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise NotADirectoryError(f"--output-dir {output_dir!r} exists and is not a directory; pick another path")
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    progress = sys.stderr.isatty()
     t0 = time.perf_counter()
     done: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="seqlevel-demo-") as workdir:
         for i, name in enumerate(sections, 1):
             print(f"[{i}/{len(sections)}] {name} ...", file=sys.stderr, flush=True)
             ts = time.perf_counter()
-            sec = _section(name, quick, progress, workdir)
+            sec = _section(name, quick, workdir)
             sec.metrics["seconds"] = time.perf_counter() - ts
             done.append(sec)
             print(f"[{i}/{len(sections)}] {name} done in {sec.metrics['seconds']:.0f} s", file=sys.stderr, flush=True)

@@ -1,6 +1,6 @@
 """Demo section (b): MLE vs BC vs SequenceMatch on add-or-subtract-in-base with noise, and repairs with <bksp>.
 
-Reuses the arithmetic benchmark's runner (``seqlevel.bench.arithmetic.run_one``): the same task, models and
+Calls the arithmetic benchmark (:func:`seqlevel.bench.arithmetic.run`): the same task, models and
 training recipe, at a smaller size. The repair examples force a plausible wrong first answer character (the one a
 carry or borrow error would produce) and let the SequenceMatch model continue greedily.
 """
@@ -16,15 +16,16 @@ from seqlevel.demo.section import Section
 NOISE = 0.25
 
 
-def _config(quick: bool):
+def _config(quick: bool, workdir: str):
     from seqlevel.bench.arithmetic import QUICK
 
     # the paper's regime: one MLE-pretrained checkpoint, then each method fine-tunes a copy for the same steps
+    out = os.path.join(workdir, "arith")
     if quick:
         return replace(QUICK, n_train=400, n_test=40, pretrain_steps=60, steps=40, bc_warmup_steps=20,
-                       sample_every=8, noises=(NOISE,), seeds=(0,))
+                       sample_every=8, noises=(NOISE,), seeds=(0,), output_dir=out)
     return replace(QUICK, n_train=1000, n_test=100, pretrain_steps=200, steps=150, bc_warmup_steps=50,
-                   noises=(NOISE,), seeds=(0,))
+                   noises=(NOISE,), seeds=(0,), output_dir=out)
 
 
 def _render(actions: list[int], tokenizer, backspace_id: int, eos_id: int) -> str:
@@ -43,7 +44,7 @@ def repair_examples(trainer, tokenizer, problems, n: int = 4, seed: int = 0) -> 
     """Force a wrong first answer character and show what the model does next (greedy)."""
     import torch
 
-    from seqlevel.bench.arithmetic import _decode
+    from seqlevel.bench.arithmetic import decode_prompts
     from seqlevel.decoding.steer import ForceFirst
     from seqlevel.tasks.arithmetic import decode_answer, encode_problem, inject_wrong_first_digit
 
@@ -52,7 +53,7 @@ def repair_examples(trainer, tokenizer, problems, n: int = 4, seed: int = 0) -> 
     prompts = [encode_problem(p, tokenizer)[0] for p in probs]
     wrong_chars = [inject_wrong_first_digit(p, rng) for p in probs]
     wrong = torch.tensor([int(tokenizer.convert_tokens_to_ids(c)) for c in wrong_chars])
-    out = _decode(trainer, prompts, do_sample=False, seed=seed, steer=ForceFirst(wrong, trainer.ban))
+    out = decode_prompts(trainer, prompts, do_sample=False, seed=seed, steer=ForceFirst(wrong, trainer.ban))
     rows = []
     for p, c, acts, seq in zip(probs, wrong_chars, out.actions, out.sequences):
         final = decode_answer(seq, tokenizer)
@@ -63,19 +64,14 @@ def repair_examples(trainer, tokenizer, problems, n: int = 4, seed: int = 0) -> 
 
 
 def section_arithmetic(quick: bool, workdir: str) -> Section:
-    from seqlevel.bench.arithmetic import pretrain, run_one
+    from seqlevel.bench.arithmetic import run
     from seqlevel.tasks.arithmetic import make_splits
 
-    cfg = _config(quick)
-    train, test = make_splits(cfg.n_train, cfg.n_test, seed=0, train_entropy=cfg.entropy, test_entropy=cfg.entropy,
-                              bases=cfg.bases)
-    rows, keep = [], {}
-    init, pre_s = pretrain(cfg, 0, train, os.path.join(workdir, "arith-pretrain"))
-    for method in ("mle", "bc", "sequencematch"):
-        noise = 0.0 if method == "mle" else NOISE
-        rows.append(run_one(cfg, method, noise, 0, train, test, os.path.join(workdir, f"arith-{method}"),
-                            keep=keep if method == "sequencematch" else None, init_model=init,
-                            pretrain_seconds=pre_s))
+    cfg = _config(quick, workdir)
+    keep: dict = {}
+    rows = run(cfg, keep=keep)["results"]
+    _, test = make_splits(cfg.n_train, cfg.n_test, seed=0, train_entropy=cfg.entropy, test_entropy=cfg.entropy,
+                          bases=cfg.bases)  # the questions run() tested on
     examples = repair_examples(keep["trainer"], keep["tokenizer"], test)
     by = {r["method"]: r for r in rows}
     lines = [

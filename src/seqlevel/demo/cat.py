@@ -1,30 +1,32 @@
 """Demo section (c): CAT on Key-to-Door and on the reviews language.
 
-Reuses the benchmarks' own runners (``seqlevel bench key-to-door``, ``attribute-estimation``, ``steering``) at a
-smaller size, then explains one review with per-token attribute estimates and credits (a PNG).
+Calls the benchmarks' own ``run(cfg)`` (:mod:`seqlevel.bench.key_to_door`, ``attribute_estimation``, ``steering``)
+at a smaller size, then explains one review with per-token attribute estimates and credits (a PNG).
 """
 
 from __future__ import annotations
 
 import os
 
-from seqlevel.demo.section import Section, run_bench_json
+from seqlevel.demo.section import Section
 
 
-def _argv(quick: bool, model_dir: str) -> dict[str, list[str]]:
+def _configs(quick: bool, model_dir: str) -> dict:
+    from seqlevel.bench import attribute_estimation, key_to_door, steering
+
     if quick:
-        return {"key-to-door": ["--quick"],
-                "attribute-estimation": ["--quick", "--model-dir", model_dir],
-                "steering": ["--quick", "--model-dir", model_dir]}
+        return {"key-to-door": key_to_door.Config(quick=True),
+                "attribute-estimation": attribute_estimation.Config(quick=True, model_dir=model_dir),
+                "steering": steering.Config(quick=True, model_dir=model_dir)}
     # Key-to-Door: the bench's setting (W = 1, λ = 10) on 3,000 trajectories for 6 epochs, so the whole demo stays
     # near its 10-minute budget (the acceptance setting, 10,000 trajectories x 12 epochs, is ~20 CPU-minutes alone).
     # CAT often stays on the "always North" plateau at this size: the report shows what it does (docs/results.md
     # has the full-size runs).
-    return {"key-to-door": ["--train-size", "3000", "--epochs", "6", "--pct-bc-epochs", "30", "--episodes", "200",
-                            "--evals", "3", "--val-episodes", "50"],
-            "attribute-estimation": ["--train-size", "3000", "--steps", "250", "--eval-reviews", "8",
-                                     "--rollouts", "32", "--model-dir", model_dir],
-            "steering": ["--samples", "20", "--model-dir", model_dir]}
+    return {"key-to-door": key_to_door.Config(train_size=3000, epochs=6, pct_bc_epochs=30, episodes=200, evals=3,
+                                              val_episodes=50),
+            "attribute-estimation": attribute_estimation.Config(train_size=3000, steps=250, eval_reviews=8,
+                                                                rollouts=32, model_dir=model_dir),
+            "steering": steering.Config(samples=20, model_dir=model_dir)}
 
 
 def _credit_png(model_dir: str, workdir: str) -> tuple[str, bytes]:
@@ -44,11 +46,13 @@ def _credit_png(model_dir: str, workdir: str) -> tuple[str, bytes]:
 
 
 def section_cat(quick: bool, workdir: str) -> Section:
+    from seqlevel.bench import attribute_estimation, key_to_door, steering
+
     model_dir = os.path.join(workdir, "cat_reviews")
-    argv = _argv(quick, model_dir)
-    ktd = run_bench_json("key-to-door", argv["key-to-door"])
-    est = run_bench_json("attribute-estimation", argv["attribute-estimation"])
-    steer = run_bench_json("steering", argv["steering"])
+    cfg = _configs(quick, model_dir)
+    ktd = key_to_door.run(cfg["key-to-door"])
+    est = attribute_estimation.run(cfg["attribute-estimation"])
+    steer = steering.run(cfg["steering"])
     table, png = _credit_png(model_dir, workdir)
     w = ktd["win_rate"]
     ref, cfg = ktd["heldout_bce_reference"], ktd["config"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 
-from seqlevel.bench.markov import best_by_objective, format_table, run_grid, summarize
+import torch
+
+from seqlevel.bench import markov
+from seqlevel.bench.markov import best_by_objective, format_table, summarize
 from seqlevel.demo.section import Section, figure_png
-from seqlevel.tasks.markov_train import TrainConfig, parse_objective
 
 
 def _markov_config(quick: bool) -> dict:
@@ -46,13 +48,14 @@ def _eta_sweep_png(summary: list[dict]) -> bytes:
     return figure_png(fig, dpi=100)
 
 
-def section_markov(quick: bool, progress: bool = True) -> Section:
+def section_markov(quick: bool) -> Section:
     """MLE vs MixCE (η sweep) vs MixCE* on the MixCE synthetic bigram task (small configuration)."""
     c = _markov_config(quick)
-    objectives = [parse_objective(s) for s in c["objectives"].split(",")]
-    cfg = TrainConfig(max_epochs=c["max_epochs"], batch_size=c["batch_size"])
+    cfg = markov.Config(vocab_size=tuple(c["vocab"]), seeds=tuple(c["seeds"]), objectives=tuple(c["objectives"].split(",")),
+                        train_size=c["train_size"], dev_size=c["dev_size"], batch_size=c["batch_size"],
+                        max_epochs=c["max_epochs"], threads=torch.get_num_threads())
     t0 = time.perf_counter()
-    results = run_grid(c["vocab"], c["seeds"], objectives, cfg, c["train_size"], c["dev_size"], progress=progress)
+    results = markov.run(cfg)["results"]
     seconds = time.perf_counter() - t0
     summary = summarize(results)
     table = format_table(summary)

@@ -1,6 +1,6 @@
 """Demo section: ``<bksp>`` against compounding error on the bigram world with a known P.
 
-Calls :func:`seqlevel.bench.markov_backspace.benchmark` directly (a small configuration): MLE on clean data, BC on
+Calls :func:`seqlevel.bench.markov_backspace.run` directly (a small configuration): MLE on clean data, BC on
 data with ground-truth noise (a forbidden token inserted and deleted), BC continued, and SequenceMatch / TV
 fine-tuned from the BC checkpoint on the model's own rollouts. The figure shows the final-text impossible-bigram
 rate of each (after backspaces: what a reader of the samples would see).
@@ -42,11 +42,11 @@ def _figure(summary: list[dict]) -> bytes:
     return figure_png(fig, dpi=110)
 
 
-def section_sequencematch(quick: bool, progress: bool = False) -> Section:
-    from seqlevel.bench.markov_backspace import benchmark
+def section_sequencematch(quick: bool) -> Section:
+    from seqlevel.bench.markov_backspace import run
 
     cfg = _config(quick)
-    out = benchmark(cfg, log=(lambda s: print("   " + s, flush=True)) if progress else (lambda s: None))
+    out = run(cfg)
     by = {s["method"]: s for s in out["summary"]}
     lines = [
         "## SequenceMatch: backspace against compounding error (bigram world, known P)",
