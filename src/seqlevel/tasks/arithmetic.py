@@ -311,3 +311,47 @@ def task_noise(tokenizer) -> Callable[[Sequence[int], int, random.Random], int]:
         return cache[key](prefix, target, rng)
 
     return noise
+
+
+class ArithmeticTask:
+    """The arithmetic task as a :class:`seqlevel.tasks.base.Task`: no tractable P, exact-match correctness as score.
+
+    A sequence is the prompt and the completion of :func:`encode_problem` joined: ``<bos>`` question ``"\\n"``
+    answer ``<eos>``, in :func:`arithmetic_tokenizer`'s ids.
+
+    Args:
+        entropy: the questions' entropy level or ``(lo, hi)`` (see ``ENTROPY``; benchmarks on CPU use ``(1, 2)``).
+        bases: inclusive range of bases (2..16 in the dataset).
+    """
+
+    name = "arithmetic"
+    exact_p = False
+
+    def __init__(self, entropy: str | tuple[float, float] = "train", bases: tuple[int, int] = (2, 16)):
+        self.entropy, self.bases = _entropy(entropy), bases
+        self.tokenizer = arithmetic_tokenizer()
+
+    def sample(self, n: int, seed: int = 0) -> list[list[int]]:
+        """``n`` questions with their answers: the train split of :func:`make_splits` for ``seed``."""
+        train, _ = make_splits(n, 0, seed, train_entropy=self.entropy, bases=self.bases)
+        return [[*prompt, *completion] for prompt, completion in (encode_problem(p, self.tokenizer) for p in train)]
+
+    def log_prob(self, ids: Sequence[int]) -> float:
+        raise NotImplementedError(
+            "arithmetic has no tractable P: a question comes from a continuous entropy draw with length rejection "
+            "(A.2, A.6); use score() for its exact-match correctness, or a task with an exact P "
+            "(markov, reviews, key-to-door)")
+
+    def score(self, ids: Sequence[int]) -> dict[str, float]:
+        """``correct``: 1 when the answer after the question's ``"\\n"`` (up to ``<eos>``) is the exact answer of the
+        question in the prompt, else 0. Backspaces must already be applied (this tokenizer has no ``<bksp>``)."""
+        ids = [int(t) for t in ids]
+        sep = int(self.tokenizer.convert_tokens_to_ids(SEPARATOR))
+        if sep not in ids:
+            raise ValueError("the sequence has no question separator '\\n'; pass <bos> + question + '\\n' + answer, "
+                             "as sample() returns it")
+        cut = ids.index(sep)
+        question = "".join(self.tokenizer.convert_ids_to_tokens([t for t in ids[:cut]
+                                                                 if t != self.tokenizer.bos_token_id]))
+        answer = decode_answer(ids[cut + 1:], self.tokenizer)
+        return {"correct": float(answer == parse_question(question).answer)}

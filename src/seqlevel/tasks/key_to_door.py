@@ -24,6 +24,8 @@ at 85 tokens instead of 105, which matters on CPU). The attribute is win (1) / l
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,17 +153,25 @@ def random_trajectories(n: int = 10_000, seed: int = 0) -> Trajectories:
     """``n`` uniform-random-policy episodes as token sequences (the DT/CAT "10K random trajectories" dataset)."""
     env = KeyToDoor(n, seed)
     rng = np.random.default_rng(seed + 1)
+    toks = _episode_tokens(env, lambda: rng.integers(0, 4, n))
+    return Trajectories(tokens=toks, success=env.success.copy(), key_step=env.key_step.copy())
+
+
+def _episode_tokens(env: KeyToDoor, next_actions: Callable[[], np.ndarray | None]) -> list[list[int]]:
+    """Play ``env`` (just reset) with ``next_actions() -> (n,)`` until done (or it returns None); the token ids."""
+    n = env.n
     cols = [np.full(n, BOS), env.key_tokens(), env.observation()]  # one (n,) column per token slot
     while not env.done.all():
         live = ~env.done
-        a = rng.integers(0, 4, n)
+        a = next_actions()
+        if a is None:
+            break
         obs, _ = env.step(a)
         cols.append(np.where(live, ACTION0 + a, -1))
         # no observation after a win (the episode ended) or inside the empty room (nothing there to see)
         cols.append(np.where(~env.done & (env.phase != 2), obs, -1))
     grid = np.stack(cols, 1)  # (n, L); -1 = nothing
-    toks = [[int(x) for x in row if x >= 0] + [EOS] for row in grid]
-    return Trajectories(tokens=toks, success=env.success.copy(), key_step=env.key_step.copy())
+    return [[int(x) for x in row if x >= 0] + [EOS] for row in grid]
 
 
 def random_success_rate(n: int = 100_000, seed: int = 0) -> float:
@@ -279,3 +289,87 @@ def key_room_decisions(tokens: list[list[int]], labels) -> Decisions:
             for name, v in zip(out, (i, p, t, r, c, k, a, labels[i])):
                 out[name].append(v)
     return Decisions(**{k: np.asarray(v, dtype=np.int64) for k, v in out.items()})
+
+
+def key_to_door_tokenizer():
+    """A word-level tokenizer whose ids are this module's: ``<pad> <bos> <eos>``, ``N S W E``, ``key0..key9``, then
+    the observations ``r1:<cell>:<key cell or gone>``, ``r2:<cell>``, ``r3:<cell>`` (``len == VOCAB_SIZE``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    names = ["<pad>", "<bos>", "<eos>", *ACTIONS, *(f"key{k}" for k in range(len(_KEY_CELLS)))]
+    names += [f"r1:{i}:{'gone' if k == len(_KEY_CELLS) else k}" for i in range(len(_ROOM1))
+              for k in range(len(_KEY_CELLS) + 1)]
+    names += [f"r2:{i}" for i in range(len(_ROOM2))] + [f"r3:{i}" for i in range(len(_ROOM3))]
+    assert len(names) == VOCAB_SIZE and names[ACTION0] == "N" and names[OBS1] == "r1:0:0"
+    tok = Tokenizer(models.WordLevel(vocab={s: i for i, s in enumerate(names)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins tokens with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+
+
+class KeyToDoorTask:
+    """Key-to-Door as a :class:`seqlevel.tasks.base.Task`: uniform-random trajectories, their exact P, and win.
+
+    The data distribution is :func:`random_trajectories`': key cell and start cell uniform (10 each), then uniform
+    actions until the episode ends, so a trajectory the dynamics can produce has ``P = 1/10 · 1/10 · (1/4)^A``
+    (``A`` actions) and any other sequence has P = 0. :meth:`replay` checks which by playing the actions again.
+    """
+
+    name = "key-to-door"
+    exact_p = True
+
+    def __init__(self):
+        self.tokenizer = key_to_door_tokenizer()
+
+    def sample(self, n: int, seed: int = 0) -> list[list[int]]:
+        """``n`` trajectories of :func:`random_trajectories` (``<bos> KEY OBS a … <eos>``)."""
+        return random_trajectories(n, seed).tokens
+
+    def replay(self, ids: Sequence[int]) -> tuple[list[int] | None, KeyToDoor | None]:
+        """Replay the actions of ``ids`` from its key cell and start cell (read off its second and third tokens).
+
+        Returns:
+            ``(tokens, env)``: the trajectory the dynamics write for those actions (up to the episode's end or the
+            last action) and the played one-episode environment; ``(None, None)`` when ``ids`` does not start
+            with ``<bos> KEY_k`` and a start-room observation showing key ``k``.
+        """
+        ids = _with_bos(ids)
+        if len(ids) < 3 or not KEY0 <= ids[1] < OBS1 or not OBS1 <= ids[2] < OBS2:
+            return None, None
+        k = ids[1] - KEY0
+        cell, shown = divmod(ids[2] - OBS1, len(_KEY_CELLS) + 1)
+        if shown != k or _ROOM1[cell] not in _START_CELLS:
+            return None, None
+        env = KeyToDoor(1)
+        env.key, env.pos = np.array([k]), np.array([_ROOM1[cell]])
+        actions = iter([t - ACTION0 for t in ids[3:] if ACTION0 <= t < KEY0])
+
+        def next_action() -> np.ndarray | None:
+            a = next(actions, None)
+            return None if a is None else np.array([a])
+
+        return _episode_tokens(env, next_action)[0], env
+
+    def log_prob(self, ids: Sequence[int]) -> float:
+        """Exact ``log P`` under uniform-random play: ``−2 log 10 − A log 4``, or ``-inf`` if the dynamics cannot
+        write ``ids``."""
+        if not self.score(ids)["consistent"]:
+            return float("-inf")
+        n_actions = sum(ACTION0 <= int(t) < KEY0 for t in ids)
+        return -2 * math.log(len(_KEY_CELLS)) - n_actions * math.log(len(ACTIONS))
+
+    def score(self, ids: Sequence[int]) -> dict[str, float]:
+        """``win``: the actions of ``ids``, replayed from its key and start cells, open the door with the key;
+        ``key``: they pick the key up; ``consistent``: ``ids`` is exactly the whole episode the dynamics write
+        (its observations true, ended at the episode's end)."""
+        tokens, env = self.replay(ids)
+        if env is None:
+            return {"win": 0.0, "key": 0.0, "consistent": 0.0}
+        return {"win": float(env.success[0]), "key": float(env.key_step[0] >= 0),
+                "consistent": float(bool(env.done[0]) and tokens == _with_bos(ids))}
+
+
+def _with_bos(ids: Sequence[int]) -> list[int]:
+    ids = [int(t) for t in ids]
+    return ids if ids[:1] == [BOS] else [BOS, *ids]

@@ -21,6 +21,7 @@ Faithful to ``synthetic.py`` of bloomberg/MixCE-acl2023 (our notes: ``methods/mi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -275,3 +276,72 @@ def make_world(
     p = make_p(vocab_size, rs, init=init, zero_percent=zero_percent)
     data = sample(p, dev_size + train_size, rs)
     return p, data.subset(np.arange(dev_size, dev_size + train_size)), data.subset(np.arange(dev_size))
+
+
+class MarkovTask:
+    """The bigram world as a :class:`seqlevel.tasks.base.Task` (exact P), in a character tokenizer's ids.
+
+    The tokenizer is :func:`seqlevel.tasks.markov_backspace.markov_tokenizer` (Markov token ``k`` of ``1..n−1`` is
+    tokenizer id ``3 + k``, Markov EOS is ``<eos>``), so ``vocab_size`` is at most 96. ``log_prob`` is the exact
+    ``log P(x)`` of the sampler: ``-inf`` for an impossible transition (where :attr:`Sequences.log_p` charges
+    the official floor, log 1e-30 ≈ −69) and no cost for the EOS forced at ``max_length``.
+
+    Args:
+        vocab_size: ``V`` of :func:`make_p` (PAD/BOS included; 21 is the paper's smallest).
+        seed: seeds P (:func:`make_p`); ``sample``'s own ``seed`` seeds the data.
+        init, zero_percent: as :func:`make_p`.
+        max_length: EOS is forced at this position (official: 500); at least 2.
+    """
+
+    name = "markov"
+    exact_p = True
+
+    def __init__(self, vocab_size: int = 21, seed: int = 0, init: str = "random", zero_percent: float = 0.5,
+                 max_length: int = MAX_LENGTH):
+        from seqlevel.tasks.markov_backspace import markov_tokenizer  # it imports this module
+
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (one token, then the forced EOS), got {max_length}; "
+                             f"the paper used {MAX_LENGTH}")
+        self.p = make_p(vocab_size, seed, init=init, zero_percent=zero_percent)
+        self.max_length = int(max_length)
+        self.tokenizer = markov_tokenizer(self.p, model_max_length=max(256, self.max_length + 1))
+
+    def sample(self, n: int, seed: int = 0) -> list[list[int]]:
+        """``n`` sequences ``<bos> x_1 … <eos>`` from :func:`sample` (the same draws for the same ``seed``)."""
+        from seqlevel.tasks.markov_backspace import to_tokenizer_ids
+
+        seqs = sample(self.p, n, seed, max_length=self.max_length)
+        bos, eos = int(self.tokenizer.bos_token_id), int(self.tokenizer.eos_token_id)
+        return [[bos, *to_tokenizer_ids(self.p, seqs.tokens[o: o + k], eos)]
+                for o, k in zip(seqs.offsets, seqs.lengths)]
+
+    def markov_ids(self, ids: Sequence[int]) -> np.ndarray:
+        """Tokenizer ids (a leading ``<bos>`` optional) → ``(L,)`` Markov ids; 0 for a token that is not the world's."""
+        from seqlevel.tasks.markov_backspace import to_markov_id
+
+        ids = [int(t) for t in ids]
+        if ids and ids[0] == self.tokenizer.bos_token_id:
+            ids = ids[1:]
+        eos = int(self.tokenizer.eos_token_id)
+        return np.array([to_markov_id(self.p, t, eos) for t in ids], dtype=np.int64)
+
+    def log_prob(self, ids: Sequence[int]) -> float:
+        """Exact ``log P(x)`` of one sequence; ``-inf`` when it is not a complete sequence P can draw."""
+        if not self.score(ids)["valid"]:
+            return float("-inf")
+        x = self.markov_ids(ids)
+        if len(x) == self.max_length:
+            x = x[:-1]  # the EOS at max_length is forced: probability 1
+        return float(sequence_log_prob(self.p, x[None, :], np.array([len(x)]))[0])
+
+    def score(self, ids: Sequence[int]) -> dict[str, float]:
+        """``impossible``: transitions P forbids (``<bos>`` → any world token is allowed; a token that is not the
+        world's, or anything after EOS, is impossible); ``valid``: 1 when there are none and the sequence ends with
+        its first EOS within ``max_length``; ``length``: tokens after ``<bos>``, EOS included."""
+        x = self.markov_ids(ids)  # (L,)
+        prev = np.concatenate([[0], x[:-1]]) if len(x) else x
+        allowed = np.where(prev == 0, True, self.p.transition[prev - 1, x - 1] > 0.0) & (x != 0)  # (L,)
+        impossible = int((~allowed).sum())
+        complete = len(x) > 0 and x[-1] == self.p.eos and len(x) <= self.max_length
+        return {"impossible": float(impossible), "valid": float(impossible == 0 and complete), "length": float(len(x))}

@@ -8,6 +8,12 @@ epochs, early stopping with patience 5 on the dev value of the *same* objective,
 lowest dev loss. The official code loops over time steps in Python; here every scored position of a batch is
 one row of a flat ``(N, V)`` logits matrix, with its own dropout mask as in the official per-position forward.
 Only the Gumbel rollouts of the oracle objectives are sequential in time (batched over sequences).
+
+Why this loop is not a ``transformers.Trainer`` (as ``seqlevel.trainers`` are): the model is a 50-wide MLP on one
+previous token, so a step is a few small matrix products over all positions at once and a Markov run at the
+paper's size takes well under a minute; the Trainer's per-step overhead (callbacks, logging, accelerate's
+wrapping, a collator building padded batches) would dominate it, and the recipe's early stopping on the dev value
+of the same objective and its metrics on the whole transition matrix are plain code here.
 """
 
 from __future__ import annotations

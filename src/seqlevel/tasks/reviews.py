@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -185,3 +186,55 @@ class ReviewWorld:
             if t not in ("<bos>", "<pad>"):
                 out.append(t)
         return out
+
+
+class ReviewsTask:
+    """The review language as a :class:`seqlevel.tasks.base.Task`: exact joint P of text and star, exact posterior.
+
+    A sequence is ``<bos>`` + the words of :meth:`ReviewWorld.sample` (text, then the star token) + ``<eos>``, in
+    ``ReviewWorld``'s tokenizer's ids (its ``<bksp>`` id is never in the data).
+    """
+
+    name = "reviews"
+    exact_p = True
+
+    def __init__(self):
+        self.world = ReviewWorld()
+        self.tokenizer = self.world.tokenizer
+
+    def sample(self, n: int, seed: int = 0) -> list[list[int]]:
+        """``n`` reviews of :meth:`ReviewWorld.sample` (the same draws for the same ``seed``)."""
+        bos, eos = int(self.tokenizer.bos_token_id), int(self.tokenizer.eos_token_id)
+        return [[bos, *self.tokenizer.convert_tokens_to_ids(words), eos] for words, _ in self.world.sample(n, seed)]
+
+    def _text_and_star(self, ids: Sequence[int]) -> tuple[list[str], int | None]:
+        """The words before the first star token, and that star (1..5; None if there is none)."""
+        words = self.world.words(list(ids))
+        star = self.world.label(words)
+        return (words, None) if star is None else (words[: words.index(STAR_TOKENS[star])], star + 1)
+
+    def log_prob(self, ids: Sequence[int]) -> float:
+        """Exact ``log P(text, star) = log P(text) + log P(star | text)``; ``-inf`` unless ``ids`` is
+        ``[<bos>]`` text star ``<eos>`` with a text in the language."""
+        ids = [int(t) for t in ids]
+        body = ids[1:] if ids[:1] == [self.tokenizer.bos_token_id] else ids
+        words = self.world.words(body)
+        if body != [*self.tokenizer.convert_tokens_to_ids(words), self.tokenizer.eos_token_id] or \
+                not words or words[-1] not in STAR_TOKENS:
+            return float("-inf")  # not words, then one star token, then <eos>
+        text, star = words[:-1], STAR_TOKENS.index(words[-1])
+        log_text = self.world.log_prob(text)  # -inf for a text outside the language
+        if log_text == float("-inf"):
+            return log_text
+        return log_text + math.log(self.world.posterior(text)[star])
+
+    def score(self, ids: Sequence[int]) -> dict[str, float]:
+        """On the text before the star token: ``p_star_1..5``, the exact ``P(star | text)`` (NaN if no text of the
+        language starts so); ``map_star``, the true most likely star (1..5, NaN likewise); ``valid``: 1 when the
+        text is a complete review of the language; ``star``: the star written (0 if none)."""
+        text, star = self._text_and_star(ids)
+        post = self.world.posterior(text)
+        probs = np.full(5, np.nan) if post is None else post
+        return {**{f"p_star_{s}": float(probs[s - 1]) for s in range(1, 6)},
+                "map_star": float("nan") if post is None else float(np.argmax(post) + 1),
+                "valid": float(self.world.log_prob(text) > float("-inf")), "star": float(star or 0)}
