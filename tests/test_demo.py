@@ -6,6 +6,7 @@ import os
 import pytest
 
 from seqlevel.cli import main
+from tests.bench.test_json_unchanged import FIXTURES, assert_same
 
 
 @pytest.mark.slow
@@ -17,6 +18,8 @@ def test_demo_quick_all_sections(tmp_path, capsys):
     assert not [n for n in names if ".tmp" in n]
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"markov", "sequencematch", "arithmetic", "cat"}
+    # the same metrics as the demo printed when it drove the benchmarks through their argv (commit cf29030)
+    assert_same(metrics, json.loads((FIXTURES / "demo_quick_metrics.json").read_text()))
     assert {s["method"] for s in metrics["sequencematch"]["summary"]} == {"mle", "bc", "bc_continued",
                                                                           "sequencematch", "tv"}
     assert {r["method"] for r in metrics["arithmetic"]["results"]} == {"mle", "bc", "sequencematch"}

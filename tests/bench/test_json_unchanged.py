@@ -2,7 +2,8 @@
 
 The fixtures in ``fixtures/bench_*.json`` were written by the argv runners (commit cf29030) for the small
 configurations below; the same command lines must give the same JSON now. Key-to-Door is compared in
-``test_cat_benches.py::test_key_to_door_contract`` (the same run as its contract test). Timings (keys naming seconds, rates or
+``test_cat_benches.py::test_key_to_door_contract`` (the same run as its contract test), and ``seqlevel demo
+--quick``'s ``metrics.json`` in ``tests/test_demo.py`` (fixture ``demo_quick_metrics.json``, same commit). Timings (keys naming seconds, rates or
 ratios) vary from run to run and are compared by presence only; every other number must agree to 1e-6 relative.
 To rewrite the fixtures (only when a benchmark's output is meant to change): ``SEQLEVEL_WRITE_FIXTURES=1 pytest
 tests/bench/test_json_unchanged.py``.
@@ -21,7 +22,8 @@ import pytest
 from seqlevel.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
-VOLATILE = re.compile(r"second|(^|_)s$|(^|_)ms$|time|ratio|speedup|per_s|mfu|throughput|flops|^a$|^b$|peak_bytes")
+# timings, and the demo's headline strings (formatted from the other numbers, one of them a timing)
+VOLATILE = re.compile(r"second|(^|_)s$|(^|_)ms$|time|ratio|speedup|per_s|mfu|throughput|flops|headline")
 
 ARGV: dict[str, list[str]] = {
     "speed": ["--case", "mixce-vs-mle", "--quick", "--runs", "2", "--warmup", "1"],
@@ -80,3 +82,20 @@ def test_bench_json_unchanged(name, capsys, tmp_path, monkeypatch):
         path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
         pytest.skip(f"wrote {path.name}")
     assert_same(got, json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize("name", list(ARGV) + ["key-to-door"])
+def test_every_option_has_help_from_the_config(name):
+    """Each benchmark is ``Config`` + ``run(cfg)``; every field is an option whose help is the field's docstring."""
+    import dataclasses
+    import importlib
+
+    from seqlevel.bench import BENCHMARKS
+    from seqlevel.commands.options import field_docs
+
+    module = importlib.import_module(BENCHMARKS[name][0])
+    assert callable(module.run) and dataclasses.is_dataclass(module.Config)
+    docs = field_docs(module.Config)
+    missing = [f.name for f in dataclasses.fields(module.Config) if not docs.get(f.name)]
+    assert not missing, f"{name}: fields without a docstring: {missing}"
+    assert not hasattr(module, "add_arguments")  # the command layer derives the options

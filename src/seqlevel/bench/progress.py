@@ -2,7 +2,8 @@
 
 A benchmark opens ``with progress.bar("name", total=N, unit="step"):`` once in ``run(cfg)`` and advances it from
 anywhere below (``progress.advance(k)``), or hands ``progress.StepCallback()`` to a ``transformers.Trainer`` so
-each optimizer step counts. With no bar open (or after ``progress.enabled(False)``), both do nothing, so the
+each optimizer step counts. While a bar is open, the Hugging Face libraries' own bars (a checkpoint's "Writing
+model shards") are off. With no bar open (or after ``progress.enabled(False)``), both do nothing, so the
 same code runs silently in tests and libraries.
 """
 
@@ -42,11 +43,30 @@ def bar(desc: str, total: int, unit: str = "step"):
     b = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not _enabled.get(), dynamic_ncols=True,
              mininterval=0.5, leave=True)
     token = _bar.set(b)
+    with quiet_libraries():  # one bar per benchmark: no "Writing model shards" or "tokenizing" bars in between
+        try:
+            yield b
+        finally:
+            _bar.reset(token)
+            b.close()
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """Turn off the progress bars of ``transformers`` and ``datasets`` inside this block (restored after)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_on, ds_on = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     try:
-        yield b
+        yield
     finally:
-        _bar.reset(token)
-        b.close()
+        if hf_on:
+            hf_logging.enable_progress_bar()
+        if ds_on:
+            datasets.enable_progress_bars()
 
 
 def advance(n: int = 1, note: str | None = None) -> None:

@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from seqlevel.bench import progress
 from seqlevel.demo.section import Section
 
 SECTIONS = ("markov", "sequencematch", "arithmetic", "cat")
@@ -94,7 +95,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", sections: tuple
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t0 = time.perf_counter()
     done: list[Section] = []
-    with tempfile.TemporaryDirectory(prefix="seqlevel-demo-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="seqlevel-demo-") as workdir, progress.quiet_libraries():
         for i, name in enumerate(sections, 1):
             print(f"[{i}/{len(sections)}] {name} ...", file=sys.stderr, flush=True)
             ts = time.perf_counter()
