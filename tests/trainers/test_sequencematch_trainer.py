@@ -209,3 +209,24 @@ def _replay_rows(tr, raw):
     rng = np.random.default_rng([a.seed, a.process_index, tr.state.global_step, 2, 0])
     return tr.replay.sample(a.replay_batch_size, rng)
 
+
+def test_refresh_under_inference_mode_draws_the_same_rollouts(tmp_path, arith, monkeypatch):
+    """The refresh generates under ``torch.inference_mode``; with plain ``no_grad`` it draws the same rollouts,
+    and the decoder output handed to the callbacks holds ordinary tensors."""
+    seen = []
+
+    class _Grab(TrainerCallback):
+        def on_rollouts(self, args, state, control, *, output, **kw):
+            seen.append(output)
+
+    runs = []
+    for mode in (None, torch.no_grad):
+        if mode is not None:
+            monkeypatch.setattr(torch, "inference_mode", mode)
+        tr = _trainer(arith, _cfg(tmp_path))
+        tr.add_callback(_Grab())
+        tr.refresh_buffer(step=2)
+        runs.append([(r.prompt, r.actions) for r in tr.replay.items])
+    assert runs[0] == runs[1] and len(runs[0]) == 8
+    assert not seen[0].num_actions.is_inference()
+    seen[0].num_actions += 0  # an in-place update works
