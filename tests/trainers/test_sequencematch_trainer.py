@@ -167,3 +167,66 @@ def test_gradient_shares_sum_to_one_and_show_the_absorbing_tail():
         assert sum(shares[f"sm/grad_share_{side}_{k}"] for k in ("token", "bksp", "tail")) == pytest.approx(1.0)
     # at the absorbing tail of a complete trajectory the occupancy weight γ^K/(1 − γ) dominates the data side
     assert shares["sm/grad_share_data_tail"] > 0.9
+
+
+@pytest.mark.parametrize("preset", ["tiny-gpt2", "tiny-llama"])
+def test_step_batches_use_a_bool_mask_under_sdpa_with_identical_logits_and_gradients(tmp_path, arith, preset):
+    """The trainer collates with a boolean mask on SDPA (cheaper to read) and the additive float mask on eager;
+    on SDPA the two give bit-identical logits and gradients, so the switch changes no number of a run."""
+    from seqlevel.trainers.sequencematch import _mask_format
+
+    tok, ds = arith
+    tok = arithmetic_tokenizer()
+    model = tiny_model(preset, tokenizer=tok, seed=0)
+    tr = SequenceMatchTrainer(model=model, args=_cfg(tmp_path), train_dataset=ds, processing_class=tok,
+                              noise_fn=task_noise(tok))
+    assert _mask_format(tr.model) == "bool"
+    assert _mask_format(tiny_model(preset, vocab_size=32, attn_implementation="eager")) == "float"
+    tr.state.global_step = tr.args.bc_warmup_steps  # the SequenceMatch phase: data + replay rows
+    raw = next(iter(tr.get_train_dataloader()))
+    batch = tr.get_batch_samples(iter([raw]), 1, torch.device("cpu"))[0][0]
+    assert batch["attention_mask"].dtype == torch.bool and not bool(batch["is_data"].all())
+    as_float = collate([tr.data_encoded[int(j)] for j in raw["sm_index"]]
+                       + [tr._encoded_rollout(r) for r in _replay_rows(tr, raw)], tr.pad_id)
+    assert torch.equal(as_float["attention_mask"] == 0, batch["attention_mask"])
+    tr.model.train()
+    out = []
+    for b in (batch, as_float):
+        tr.model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same dropout masks
+        logits = tr.model(**model_inputs(b)).logits
+        (logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum().backward()
+        out.append((logits.detach(), [p.grad.clone() for p in tr.model.parameters()]))
+    assert torch.equal(out[0][0], out[1][0])
+    assert all(torch.equal(g, h) for g, h in zip(out[0][1], out[1][1]))
+
+
+def _replay_rows(tr, raw):
+    """The replay rows ``get_batch_samples`` draws for the first micro-batch of the current step."""
+    import numpy as np
+
+    a = tr.args
+    rng = np.random.default_rng([a.seed, a.process_index, tr.state.global_step, 2, 0])
+    return tr.replay.sample(a.replay_batch_size, rng)
+
+
+def test_refresh_under_inference_mode_draws_the_same_rollouts(tmp_path, arith, monkeypatch):
+    """The refresh generates under ``torch.inference_mode``; with plain ``no_grad`` it draws the same rollouts,
+    and the decoder output handed to the callbacks holds ordinary tensors."""
+    seen = []
+
+    class _Grab(TrainerCallback):
+        def on_rollouts(self, args, state, control, *, output, **kw):
+            seen.append(output)
+
+    runs = []
+    for mode in (None, torch.no_grad):
+        if mode is not None:
+            monkeypatch.setattr(torch, "inference_mode", mode)
+        tr = _trainer(arith, _cfg(tmp_path))
+        tr.add_callback(_Grab())
+        tr.refresh_buffer(step=2)
+        runs.append([(r.prompt, r.actions) for r in tr.replay.items])
+    assert runs[0] == runs[1] and len(runs[0]) == 8
+    assert not seen[0].num_actions.is_inference()
+    seen[0].num_actions += 0  # an in-place update works

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -233,6 +233,18 @@ def gradient_shares(terms: dict, batch: dict, backspace_id: int, args) -> dict[s
     return out
 
 
+def _mask_format(model) -> str:
+    """``"bool"`` for a model on SDPA attention, else ``"float"`` (the additive mask eager attention needs).
+
+    SDPA turns a boolean mask into an additive ``-inf`` one inside the kernel; the float mask's ``finfo.min``
+    gives the same exact zeros after the softmax (every slot attends at least itself), so logits and gradients are
+    bit-identical (tests/trainers/test_sequencematch_trainer.py), and the boolean one is cheaper to read (about 7%
+    of the attention's time on CPU).
+    """
+    config = getattr(model, "config", None)
+    return "bool" if getattr(config, "_attn_implementation", None) == "sdpa" else "float"
+
+
 class _IndexCollator:
     """Batches of dataset indices; the trainer turns them into encoded trajectories (see ``get_batch_samples``)."""
 
@@ -388,10 +400,14 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             for r, p in enumerate(prompts):
                 ids[r, : len(p)] = torch.tensor(p)
                 mask[r, : len(p)] = 1
-            out = generate(model, ids, mask, max_new_actions=a.max_new_actions, eos_token_id=self.eos_id,
-                           backspace_id=self.backspace_id if a.use_backspace else None, do_sample=True,
-                           temperature=a.rollout_temperature, steer=self.ban,
-                           seed=int(rng.integers(2**31 - 1)) + a.process_index)
+            with torch.inference_mode():  # no autograd bookkeeping at all (~6% of a refresh); same kernels, same ids
+                out = generate(model, ids, mask, max_new_actions=a.max_new_actions, eos_token_id=self.eos_id,
+                               backspace_id=self.backspace_id if a.use_backspace else None, do_sample=True,
+                               temperature=a.rollout_temperature, steer=self.ban,
+                               seed=int(rng.integers(2**31 - 1)) + a.process_index)
+            # ordinary tensors for the callbacks (an inference tensor refuses in-place updates outside the mode)
+            out = replace(out, num_actions=out.num_actions.clone(), num_backspaces=out.num_backspaces.clone(),
+                          finished=out.finished.clone())
         finally:
             if gc:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=a.gradient_checkpointing_kwargs)
@@ -430,6 +446,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
                 len(self.replay) == 0 or (step - a.bc_warmup_steps) % a.sample_every == 0):
             self.refresh_buffer(step)
         dtype = next(self.model.parameters()).dtype
+        mask_format = _mask_format(self.model)
         batches = []
         for i, rb in enumerate(raw):
             enc = [self.data_encoded[int(j)] for j in rb["sm_index"]]
@@ -437,7 +454,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
                 rng = np.random.default_rng([a.seed, a.process_index, step, 2, i])
                 enc = enc + [self._encoded_rollout(r) for r in self.replay.sample(a.replay_batch_size, rng)]
             batch = collate(enc, self.pad_id, dtype=dtype if dtype.is_floating_point else torch.float32,
-                            max_length=self.context_length)
+                            mask_format=mask_format, max_length=self.context_length)
             batch["sm_weight"] = torch.tensor(w)
             batches.append(batch)
         n_bc = sum(int((b["valid"] & b["is_data"][:, None] & (b["labels"] != -100)).sum()) for b in batches)
