@@ -114,10 +114,13 @@ def test_arithmetic_score_is_exact_match_and_log_prob_is_not_implemented(tasks):
     def ids(text: str) -> list[int]:
         return [t.tokenizer.bos_token_id, *t.tokenizer.convert_tokens_to_ids(list(text)), t.tokenizer.eos_token_id]
 
-    assert t.score(ids("In base 10, what is 2 + 3?\n5")) == {"correct": 1.0}
-    assert t.score(ids("In base 10, what is 2 + 3?\n6")) == {"correct": 0.0}
-    assert t.score(ids("In base 2, what is 11 - 110?\n-11")) == {"correct": 1.0}  # 3 - 6 = -3
-    assert t.score(ids("In base 2, what is 11 - 110?\n-3")) == {"correct": 0.0}  # right value, wrong base
+    assert t.score(ids("In base 10, what is 2 + 3?\n5")) == {"correct": 1.0, "valid": 1.0}
+    assert t.score(ids("In base 10, what is 2 + 3?\n6")) == {"correct": 0.0, "valid": 1.0}
+    assert t.score(ids("In base 2, what is 11 - 110?\n-11")) == {"correct": 1.0, "valid": 1.0}  # 3 - 6 = -3
+    assert t.score(ids("In base 2, what is 11 - 110?\n-3")) == {"correct": 0.0, "valid": 1.0}  # right value, wrong base
+    # a model's free sample: no separator, or no question before it
+    assert t.score(ids("In base 10, what is 2 + 3?")) == {"correct": 0.0, "valid": 0.0}
+    assert t.score(ids("In base ?\n5")) == {"correct": 0.0, "valid": 0.0}
     assert all(t.score(s)["correct"] == 1.0 for s in t.sample(10, seed=1))
     with pytest.raises(NotImplementedError, match="no tractable P"):
         t.log_prob(ids("In base 10, what is 2 + 3?\n5"))

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "markov-backspace": ("seqlevel.bench.markov_backspace",
                          "MLE vs BC vs SequenceMatch: final-text impossible bigrams of <bksp> models on a known P"),
     "arithmetic": ("seqlevel.bench.arithmetic", "MLE vs BC vs SequenceMatch on add-or-sub-in-base, with recovery"),
+    "task": ("seqlevel.bench.task", "any registered task learned by a small LM, its samples scored by the task itself"),
     "memory": ("seqlevel.bench.memory", "peak memory of each loss at 32k/128k vocabularies vs chunked MLE"),
     "gpu": ("seqlevel.bench.gpu", "CUDA: speed cases + bf16 tokens/s and MFU of MLE vs MixCE vs SequenceMatch"),
 }

@@ -344,14 +344,19 @@ class ArithmeticTask:
 
     def score(self, ids: Sequence[int]) -> dict[str, float]:
         """``correct``: 1 when the answer after the question's ``"\\n"`` (up to ``<eos>``) is the exact answer of the
-        question in the prompt, else 0. Backspaces must already be applied (this tokenizer has no ``<bksp>``)."""
+        question in the prompt, else 0; ``valid``: 1 when the part before ``"\\n"`` is a question of the task (a
+        model's free sample may not be: then both are 0). Backspaces must already be applied (this tokenizer has
+        no ``<bksp>``)."""
         ids = [int(t) for t in ids]
         sep = int(self.tokenizer.convert_tokens_to_ids(SEPARATOR))
         if sep not in ids:
-            raise ValueError("the sequence has no question separator '\\n'; pass <bos> + question + '\\n' + answer, "
-                             "as sample() returns it")
+            return {"correct": 0.0, "valid": 0.0}
         cut = ids.index(sep)
         question = "".join(self.tokenizer.convert_ids_to_tokens([t for t in ids[:cut]
                                                                  if t != self.tokenizer.bos_token_id]))
+        try:
+            problem = parse_question(question)
+        except ValueError:
+            return {"correct": 0.0, "valid": 0.0}
         answer = decode_answer(ids[cut + 1:], self.tokenizer)
-        return {"correct": float(answer == parse_question(question).answer)}
+        return {"correct": float(answer == problem.answer), "valid": 1.0}
