@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from seqlevel.backspace import add_backspace_token, augment_with_noise, collate, encode, model_inputs
 from seqlevel.decoding import BanTokens, context_length, generate
@@ -31,10 +32,12 @@ from seqlevel.trainers.callbacks import RolloutTableCallback, attach, notify_rol
 from seqlevel.trainers.checkpointing import SafeCheckpointMixin
 from seqlevel.trainers.distributed import check_distributed_setup, rank_share, sum_over_ranks
 from seqlevel.trainers.guards import NumericalGuardMixin, ReliabilityArgs
+from seqlevel.trainers.prefix import prefix_skip_reason, shared_prefix_forward, shared_prefix_length
 from seqlevel.trainers.replay import STATE_FILE, ReplayBuffer, Rollout
 
 NOISE_TYPES = ("random", "task")
 NOISE_ENCODINGS = ("environment", "action")
+MIN_SHARED_PREFIX = 4  # shorter common prefixes run the plain forward (two model calls cost more than they save)
 
 
 @dataclass
@@ -78,6 +81,13 @@ class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
             ``prompt``/``completion``.
         append_eos: append ``<eos>`` to completions that do not end with it.
         model_init_kwargs: kwargs for ``AutoModelForCausalLM.from_pretrained`` when ``model`` is a string.
+        share_prompt_prefix: when every row of a micro-batch starts with the same tokens (e.g. the arithmetic
+            prompts' ``"<bos>In base "``), run the model once on that common prefix and the rest of every row on
+            its expanded KV cache (:mod:`seqlevel.trainers.prefix`). The loss and the gradients equal the plain
+            forward's up to float rounding (a different summation order; tests/trainers/test_prefix.py). Skipped
+            for a micro-batch whose common prefix is shorter than ``MIN_SHARED_PREFIX`` slots, and for models in
+            training mode with any dropout above 0 (one dropout mask would be shared), attention other than
+            SDPA/eager, gradient checkpointing, wrapped models (PEFT, DDP/FSDP, compiled) and several processes.
         nonfinite_policy / nonfinite_check_grads / magnitude_limit / checkpoint_checksums: see
             :class:`seqlevel.trainers.guards.ReliabilityArgs` (V and r are the guarded magnitudes).
     """
@@ -110,6 +120,8 @@ class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
     dataset_text_field: str = field(default="text", metadata={"help": "text column of the dataset"})
     append_eos: bool = field(default=True, metadata={"help": "append <eos> to completions"})
     model_init_kwargs: dict | None = field(default=None, metadata={"help": "kwargs for from_pretrained"})
+    share_prompt_prefix: bool = field(default=True, metadata={"help": "run the rows' common prompt prefix once "
+                                                                      "(same result up to float rounding)"})
 
     def __post_init__(self):
         if self.divergence not in DIVERGENCES:
@@ -477,7 +489,7 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
                       int((~inputs["is_data"] & inputs["eos_abs"].any(1)).sum()))
         n_bc, n_d, n_m, n_mc = counts
         w = float(inputs.get("sm_weight", torch.tensor(0.0)))
-        outputs = model(**model_inputs(inputs), use_cache=False)
+        outputs = self._forward(model, inputs)
         logits = outputs.logits  # (B, T, A): slot t scores labels[:, t], no shift
         bc = bc_loss(logits, inputs, num_items_in_batch=n_bc)
         loss = bc * (1.0 - w)
@@ -513,6 +525,16 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             loss = loss * self.accelerator.num_processes
         loss = self.check_finite(loss, guarded, magnitudes)  # see trainers/guards.py
         return (loss, outputs) if return_outputs else loss
+
+    def _forward(self, model, inputs):
+        """The model's outputs on the batch; logits only through the shared-prefix forward when it applies."""
+        a = self.args
+        if a.share_prompt_prefix and prefix_skip_reason(model, gradient_checkpointing=bool(a.gradient_checkpointing),
+                                                        world_size=a.world_size) is None:
+            L = shared_prefix_length(inputs)
+            if L >= MIN_SHARED_PREFIX and L < inputs["input_ids"].shape[1]:
+                return CausalLMOutputWithPast(logits=shared_prefix_forward(model, model_inputs(inputs), L))
+        return model(**model_inputs(inputs), use_cache=False)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the means of V, r, the SM weight and backspace rates since the last log, and buffer statistics."""
