@@ -15,6 +15,7 @@ and the buffer is written beside each checkpoint, so a resumed run continues exa
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import dataclass, field, replace
@@ -221,7 +222,14 @@ def gradient_shares(terms: dict, batch: dict, backspace_id: int, args) -> dict[s
 
     ``∂L/∂r`` per slot is analytic: ``−occ·φ'(r)`` on data rows and ``2·c_M·occ·r`` on model rows (``occ``: the
     slot's occupancy weight, γ^i or γ^K/(1 − γ) at the tail); for the share, row normalisers cancel within a side.
+    A side with no gradient mass is left out.
     """
+    return {k: float(v) for k, v in gradient_share_tensors(terms, batch, backspace_id, args).items()
+            if not math.isnan(float(v))}
+
+
+def gradient_share_tensors(terms: dict, batch: dict, backspace_id: int, args) -> dict[str, torch.Tensor]:
+    """:func:`gradient_shares` as 0-d tensors, computed without a host sync (NaN for a side with no mass)."""
     r, occ, has = terms["r"], terms["r_weight"], terms["has_r"]
     labels, is_d = batch["labels"].to(r.device), batch["is_data"].to(r.device)[:, None]
     tail = batch["eos_abs"].to(r.device) & has
@@ -232,17 +240,25 @@ def gradient_shares(terms: dict, batch: dict, backspace_id: int, args) -> dict[s
     else:
         g_data = torch.ones_like(r)  # other φ': only the occupancy weights are compared
     g_model = (2.0 * c_m * r).abs() if args.divergence == "chi2_mix" else torch.zeros_like(r)
+    bk = (labels == backspace_id) & ~tail
     out = {}
     for side, sel, g in (("data", is_d & has, g_data), ("model", ~is_d & has, g_model)):
-        mass = occ * g * sel
-        total = float(mass.sum())
-        if total <= 0:
-            continue
-        bk = (labels == backspace_id) & ~tail
-        out[f"sm/grad_share_{side}_tail"] = float(mass[tail].sum()) / total
-        out[f"sm/grad_share_{side}_bksp"] = float(mass[bk].sum()) / total
-        out[f"sm/grad_share_{side}_token"] = float(mass[~tail & ~bk].sum()) / total
+        mass = (occ * g * sel).detach()
+        total = mass.sum()
+        total = torch.where(total > 0, total, torch.full_like(total, float("nan")))
+        out[f"sm/grad_share_{side}_tail"] = (mass * tail).sum() / total
+        out[f"sm/grad_share_{side}_bksp"] = (mass * bk).sum() / total
+        out[f"sm/grad_share_{side}_token"] = (mass * (~tail & ~bk)).sum() / total
     return out
+
+
+def _masked_mean_std(x: torch.Tensor, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and sample standard deviation of ``x[sel]`` (0 for one element; NaN mean for none), as 0-d tensors,
+    without the host sync a boolean index costs."""
+    x, n = x.detach().float(), sel.sum()
+    mean = (x * sel).sum() / n
+    var = (((x - mean) * sel) ** 2).sum() / (n - 1).clamp(min=1)
+    return mean, var.sqrt()
 
 
 def _mask_format(model) -> str:
@@ -504,23 +520,22 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
             loss = loss + w * sm
             guarded["sm"] = sm
             magnitudes = {"V": terms["V"][terms["has_r"]], "r": terms["r"][terms["has_r"]]}
+            # statistics stay 0-d tensors until log() (no host sync per step); NaN where a side is empty
             is_d = inputs["is_data"][:, None]
             has_r = terms["has_r"]
             for name, sel in (("data", has_r & is_d), ("model", has_r & ~is_d)):
-                if bool(sel.any()):
-                    r = terms["r"][sel]
-                    log.setdefault(f"sm/r_mean_{name}", []).append(float(r.mean()))
-                    log.setdefault(f"sm/r_std_{name}", []).append(float(r.std()) if r.numel() > 1 else 0.0)
-                    log.setdefault(f"sm/V_mean_{name}", []).append(float(terms["V"][sel].mean()))
-            log.setdefault("sm/loss_sm", []).append(float(sm.detach()))
-            for k, v in gradient_shares(terms, inputs, self.backspace_id, a).items():
+                r_mean, r_std = _masked_mean_std(terms["r"], sel)
+                log.setdefault(f"sm/r_mean_{name}", []).append(r_mean)
+                log.setdefault(f"sm/r_std_{name}", []).append(r_std)
+                log.setdefault(f"sm/V_mean_{name}", []).append(_masked_mean_std(terms["V"], sel)[0])
+            log.setdefault("sm/loss_sm", []).append(sm.detach())
+            for k, v in gradient_share_tensors(terms, inputs, self.backspace_id, a).items():
                 log.setdefault(k, []).append(v)
         log.setdefault("sm/weight", []).append(w)
         if a.use_backspace:
             dm = inputs["valid"] & inputs["is_data"][:, None]
-            if bool(dm.any()):
-                log.setdefault("sm/data_backspace_rate", []).append(
-                    float((inputs["labels"][dm] == self.backspace_id).float().mean()))
+            log.setdefault("sm/data_backspace_rate", []).append(
+                ((inputs["labels"] == self.backspace_id) & dm).sum() / dm.sum())
         if a.average_tokens_across_devices and self.accelerator.num_processes > 1:
             loss = loss * self.accelerator.num_processes
         loss = self.check_finite(loss, guarded, magnitudes)  # see trainers/guards.py
@@ -540,7 +555,9 @@ class SequenceMatchTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
         """Adds the means of V, r, the SM weight and backspace rates since the last log, and buffer statistics."""
         if "loss" in logs:
             for k, v in self._sm_logs.items():
-                logs[k] = float(np.mean(v))
+                x = np.array([float(t) for t in v], dtype=float)  # the steps' tensors: one sync per log, not per step
+                if not np.isnan(x).all():  # NaN: a step where the statistic's side was empty
+                    logs[k] = float(np.nanmean(x))
             self._sm_logs = {}
             if self.args.use_backspace:
                 logs.update(self.replay.stats(self.state.global_step, self.backspace_id))

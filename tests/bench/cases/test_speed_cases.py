@@ -40,3 +40,16 @@ def test_sm_workload_has_backspaces_and_no_padding():
 def test_sm_builder_rejects_a_prompt_as_long_as_the_batch():
     with pytest.raises(ValueError, match="prompt_len must be in"):
         synthetic_trajectories(2, 8, 64, p_backspace=0.1, prompt_len=8)
+
+
+def test_sm_step_case_prints_only_its_json(capsys, tmp_path, monkeypatch):
+    """The SequenceMatch step case trains a real SequenceMatchTrainer: its logs must not reach stdout."""
+    import json
+
+    from seqlevel.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "speed", "--case", "sm-step-vs-mle", "--quick", "--runs", "1", "--warmup", "0", "--json",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and json.loads(out[0])["case"] == "sm-step-vs-mle"

@@ -106,6 +106,7 @@ def sequencematch_memory(hidden: Tensor, weight: Tensor, labels: Tensor, chunk: 
 
 def _sm_step_setup(quick: bool):
     import datasets
+    from transformers import PrinterCallback
 
     from seqlevel.bench.arithmetic import FULL, QUICK
     from seqlevel.presets import tiny_model
@@ -128,6 +129,7 @@ def _sm_step_setup(quick: bool):
         max_new_actions=cfg.max_new_actions, dataloader_drop_last=True)
     trainer = SequenceMatchTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                                    noise_fn=task_noise(tok))
+    trainer.remove_callback(PrinterCallback)  # stdout carries only the benchmark's result
     # Algorithm 1 reaches the SequenceMatch phase after BC warm-up; a short one makes the rollouts end with <eos>
     # as in training (an untrained model rambles to max_new_actions, which would overstate the cost)
     trainer.train()
