@@ -26,11 +26,13 @@ key, which is what this needs; sliding-window and flash-attention (varlen) layer
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
 
 from seqlevel.decoding.sampling import check_sampling_options, choose_actions
 from seqlevel.decoding.steer import Steer, StepContext
@@ -198,7 +200,7 @@ def generate(
     n_bksp = torch.zeros(B, dtype=torch.long, device=device)
 
     # Prefill: one forward of the padded prompts; next-action logits at each row's last prompt token.
-    cache = DynamicCache()
+    cache = preallocated_cache(W + N)  # every step appends exactly one slot: W + N slots in all
     last_col = live_slot[rows, L - 1]  # (B,)
     keep = 1 if bool((last_col == W - 1).all()) else last_col[:, None]
     out = model(input_ids=input_ids, attention_mask=mask[:, :W], position_ids=prompt_pos.clamp(min=0),
@@ -252,6 +254,39 @@ def generate(
 
     reason = torch.where(done, reason, _MAX_ACTIONS)
     return _collect(input_ids, attention_mask, prompt_len, L, live_tok, actions, n_bksp, reason)
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A ``DynamicLayer`` that writes new keys and values into a buffer of ``capacity`` slots and returns views of the
+    filled part, instead of concatenating a new tensor at every step (on CPU the ``cat`` of a 16 x 160-slot cache
+    was ~12% of a decoding step). Same values in the same order as ``DynamicLayer``, so the same logits."""
+
+    def __init__(self, capacity: int, **kwargs):
+        super().__init__(**kwargs)
+        self.capacity = capacity
+        self._filled = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n, m = self._filled, key_states.shape[-2]
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            shape = (*key_states.shape[:-2], max(self.capacity, m), key_states.shape[-1])
+            self._k = key_states.new_empty(shape)
+            self._v = value_states.new_empty((*shape[:-1], value_states.shape[-1]))
+        if n + m > self._k.shape[-2]:  # more slots than announced: fall back to growing (still correct)
+            return super().update(key_states, value_states, *args, **kwargs)
+        self._k[..., n:n + m, :].copy_(key_states)
+        self._v[..., n:n + m, :].copy_(value_states)
+        self._filled = n + m
+        self.keys, self.values = self._k[..., : n + m, :], self._v[..., : n + m, :]
+        return self.keys, self.values
+
+
+def preallocated_cache(capacity: int) -> DynamicCache:
+    """A ``DynamicCache`` whose layers (:class:`PreallocatedLayer`) hold ``capacity`` slots from the start."""
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = functools.partial(PreallocatedLayer, capacity)
+    return cache
 
 
 def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
