@@ -115,7 +115,21 @@ def _as_eos_ids(eos_token_id: int | Sequence[int] | None) -> tuple[int, ...]:
     return tuple(int(e) for e in eos_token_id)
 
 
-@torch.no_grad()
+def _inference_mode(fn):
+    """Run ``fn`` under ``torch.inference_mode`` (no autograd bookkeeping at all, a few % of a step on CPU over
+    ``no_grad``; same kernels, same actions). The tensors of its :class:`GenerateOutput` are cloned outside the
+    mode, so callers may use them as ordinary tensors (update them in place, keep them for autograd)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode():
+            out = fn(*args, **kwargs)
+        for name in ("num_actions", "num_backspaces", "finished"):
+            setattr(out, name, getattr(out, name).clone())
+        return out
+    return wrapper
+
+
+@_inference_mode
 def generate(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
