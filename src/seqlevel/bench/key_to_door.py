@@ -232,9 +232,6 @@ def train(cfg: Config, data: ktd.Trajectories, heldout: ktd.Trajectories, dec: k
     from transformers import PrinterCallback, TrainerCallback
 
     class _Progress(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            progress.advance(1)
-
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             progress.note(f"step {state.global_step}: " + " ".join(
                 f"{k[5:]}={v:.3f}" for k, v in metrics.items() if k in ("eval_val_win_rate", "eval_decision_bce")))
@@ -275,6 +272,7 @@ def train(cfg: Config, data: ktd.Trajectories, heldout: ktd.Trajectories, dec: k
                 val_episodes=20 if cfg.quick else cfg.val_episodes, val_seed=30_000 + seed))
         tr.remove_callback(PrinterCallback)  # stdout carries only the --json result
         tr.add_callback(_Progress())
+        tr.add_callback(progress.StepCallback())
         tr.train()
         log = [{k[5:]: v for k, v in e.items() if k.startswith("eval_")} | {"step": e["step"]}
                for e in tr.state.log_history if "eval_agreement" in e]

@@ -34,8 +34,7 @@ def bar(desc: str, total: int, unit: str = "step"):
     """A bar over ``total`` units; a bar already open (a benchmark run inside another's) is reused."""
     outer = _bar.get()
     if outer is not None:  # nested: the outer bar grows by this block's work
-        outer.total = (outer.total or 0) + total
-        outer.refresh()
+        grow(total)
         yield outer
         return
     from tqdm.auto import tqdm

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seqlevel.bench.cases import CASES, SpeedCase, build, names
+from seqlevel.bench.cases import SpeedCase, build, factory, names
 
 
 def build_case(name: str, device: str = "cpu", quick: bool = False) -> SpeedCase:
@@ -86,10 +86,7 @@ def run(cfg: Config) -> dict:
 
 def format_result(result: dict) -> str:
     """What the case compares (its factory's summary line), the two medians and the ratio."""
-    import importlib
-
-    module, fn = CASES[result["case"]].factory.split(":")
-    doc = getattr(importlib.import_module(f"seqlevel.bench.cases.{module}"), fn).__doc__ or ""
+    doc = factory(result["case"], "speed").__doc__ or ""
     return (f"case {result['case']}: {doc.strip().splitlines()[0] if doc.strip() else ''}\n  A median {result['a_median_s'] * 1e3:.2f} ms\n"
             f"  B median {result['b_median_s'] * 1e3:.2f} ms\n"
             f"  ratio A/B (median of {result['runs']} pairs): {result['ratio_median']:.3f}")

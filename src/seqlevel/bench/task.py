@@ -12,7 +12,6 @@ or dft) on ``n_train`` sequences of ``task.sample``, then ``n_samples`` sequence
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,8 +20,7 @@ import numpy as np
 import torch
 
 from seqlevel.bench import progress
-
-OBJECTIVES = ("mle", "mixce", "tailr", "dft")
+from seqlevel.trainers.mixce import OBJECTIVES
 
 
 @dataclass
@@ -97,19 +95,6 @@ def train(cfg: Config, task, data: list[list[int]], seed: int):
     return tr.model.eval()
 
 
-@torch.no_grad()
-def model_nll(model, data: list[list[int]], pad_id: int) -> float:
-    """The model's ``−log Q`` per predicted token over ``data`` (every token after ``<bos>``, ``<eos>`` included)."""
-    W = max(len(s) for s in data)
-    ids = torch.full((len(data), W), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, s in enumerate(data):
-        ids[r, : len(s)], mask[r, : len(s)] = torch.tensor(s), 1
-    lp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
-    tok = lp.gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]
-    return float(-tok.sum() / mask[:, 1:].sum())
-
-
 def sample_model(model, task, n: int, max_len: int, seed: int) -> list[list[int]]:
     """``n`` samples after ``<bos>`` (temperature 1), each ``<bos>`` + actions up to and including ``<eos>``."""
     from seqlevel.decoding import generate
@@ -128,6 +113,8 @@ def _mean_scores(task, seqs: list[list[int]]) -> dict[str, float]:
 
 def run_seed(cfg: Config, seed: int) -> dict:
     """Train on one seed's data, sample, and score both sides with the task."""
+    from seqlevel.metrics.lm import perplexity
+    from seqlevel.metrics.oracle import true_nll
     from seqlevel.tasks import get_task
 
     task = get_task(cfg.task)
@@ -138,10 +125,10 @@ def run_seed(cfg: Config, seed: int) -> dict:
     seconds = time.perf_counter() - t0
     samples = sample_model(model, task, cfg.n_samples, 2 * max(len(s) for s in data), seed)
     row = {"seed": seed, "train_seconds": seconds, "score": _mean_scores(task, samples),
-           "data_score": _mean_scores(task, fresh), "model_nll": model_nll(model, fresh, int(task.tokenizer.pad_token_id))}
+           "data_score": _mean_scores(task, fresh),
+           "model_nll": perplexity(model, fresh, pad_id=int(task.tokenizer.pad_token_id))["nll"]}
     if task.exact_p:
-        lp = [task.log_prob(s) for s in samples]
-        row["impossible"] = float(np.mean([not math.isfinite(x) for x in lp]))
+        row["impossible"] = true_nll(samples, task.log_prob)["impossible_fraction"]
         row["true_nll"] = float(-sum(task.log_prob(s) for s in fresh) / sum(len(s) - 1 for s in fresh))
         row["excess"] = row["model_nll"] - row["true_nll"]
     progress.note(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in list(row["score"].items())[:2]))

@@ -31,9 +31,13 @@ class LazyParser(argparse.ArgumentParser):
         """Import the module and add its options (once); returns the module."""
         if self._module is None and self._module_name is not None:
             self._module = importlib.import_module(self._module_name)
-            self._module.add_arguments(self)
-            self.set_defaults(_run=self._module.run)
+            self.add_module_options(self._module)
         return self._module
+
+    def add_module_options(self, module) -> None:
+        """A command module supplies its options (``add_arguments``) and its ``run(args)``."""
+        module.add_arguments(self)
+        self.set_defaults(_run=module.run)
 
     def parse_known_args(self, args=None, namespace=None):
         self.load()

@@ -21,22 +21,15 @@ from seqlevel.commands.options import add_config_arguments, config_from_args
 class BenchParser(LazyParser):
     """A benchmark's sub-parser: its options come from ``module.Config`` the first time it parses."""
 
-    def load(self):
-        if self._module is None and self._module_name is not None:
-            import importlib
-
-            self._module = module = importlib.import_module(self._module_name)
-            names = {f.name for f in dataclasses.fields(module.Config)}
-            quick = getattr(module, "QUICK", None)
-            if quick is not None and "quick" not in names:
-                self.add_argument("--quick", action="store_true",
-                                  help="the small preset (values given on the command line override it)")
-            self.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-            self.add_argument("--no-progress", dest="no_progress", action="store_true",
-                              help="no progress bar on stderr")
-            add_config_arguments(self, module.Config, skip=("json",))
-            self.set_defaults(_run=lambda args: run_module(module, args))
-        return self._module
+    def add_module_options(self, module) -> None:
+        names = {f.name for f in dataclasses.fields(module.Config)}
+        if hasattr(module, "QUICK") and "quick" not in names:
+            self.add_argument("--quick", action="store_true",
+                              help="the small preset (values given on the command line override it)")
+        self.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+        self.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar on stderr")
+        add_config_arguments(self, module.Config)
+        self.set_defaults(_run=lambda args: run_module(module, args))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+import types
 import typing
 
 from transformers import HfArgumentParser
@@ -62,7 +63,7 @@ def _list_type(kind, flag: str):
 def _tuple_item(hint):
     """``X`` for ``tuple[X, ...]`` or ``list[X]`` (optionally ``| None``), else None."""
     args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _tuple_item(inner[0]) if len(inner) == 1 else None
     if typing.get_origin(hint) in (tuple, list) and args:
@@ -70,13 +71,13 @@ def _tuple_item(hint):
     return None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls, base=None, skip: tuple[str, ...] = ()) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls, base=None) -> None:
     """One option per init field of dataclass ``cls``; the help shows ``base``'s value (default ``cls()``)."""
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
     base = cls() if base is None else base
     group = parser.add_argument_group(f"options ({cls.__module__}.{cls.__qualname__})")
     for f in dataclasses.fields(cls):
-        if not f.init or f.name in skip or typing.get_origin(hints[f.name]) is dict or hints[f.name] is dict:
+        if not f.init or typing.get_origin(hints[f.name]) is dict or hints[f.name] is dict:
             continue  # a dict field (extra settings for pilots) is set from Python, not from the command line
         meta = {k: v for k, v in f.metadata.items() if k == "help"}
         meta.setdefault("help", docs.get(f.name, ""))

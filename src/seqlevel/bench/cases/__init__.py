@@ -72,12 +72,17 @@ def names(kind: str) -> list[str]:
     return [n for n, c in CASES.items() if c.kind == kind]
 
 
-def build(name: str, kind: str, **kwargs):
-    """Call the factory of case ``name`` (which must be of ``kind``) with ``kwargs``."""
+def factory(name: str, kind: str) -> Callable:
+    """The factory function of case ``name`` (which must be of ``kind``), imported on first use."""
     if name not in CASES or CASES[name].kind != kind:
         raise ValueError(f"unknown {kind} case {name!r}; choose one of {names(kind)}")
     module, fn = CASES[name].factory.split(":")
-    return getattr(importlib.import_module(f"seqlevel.bench.cases.{module}"), fn)(**kwargs)
+    return getattr(importlib.import_module(f"seqlevel.bench.cases.{module}"), fn)
+
+
+def build(name: str, kind: str, **kwargs):
+    """Call the factory of case ``name`` (which must be of ``kind``) with ``kwargs``."""
+    return factory(name, kind)(**kwargs)
 
 
 def device_sync(device: str | torch.device) -> Callable[[], None]:
