@@ -269,7 +269,7 @@ def run(cfg: Config, keep: dict | None = None) -> dict:
     """All methods × noise levels × seeds; MLE ignores noise and runs once per seed. With ``pretrain_steps``,
     every run fine-tunes a copy of one MLE-pretrained checkpoint per seed. Returns ``{"results", "summary",
     "seconds"}`` and prints nothing but a progress bar; ``keep`` (optional) receives the trainer and tokenizer of
-    the last sequencematch run, e.g. to show its repairs."""
+    the last sequencematch run and the test questions, e.g. to show its repairs."""
     from seqlevel.tasks.arithmetic import make_splits
 
     torch.set_num_threads(cfg.threads)
@@ -277,6 +277,8 @@ def run(cfg: Config, keep: dict | None = None) -> dict:
     train, test = make_splits(cfg.n_train, cfg.n_test, seed=0, train_entropy=cfg.entropy,
                               test_entropy=cfg.entropy, bases=cfg.bases)
     rows, out = [], cfg.output_dir
+    if keep is not None:
+        keep["test"] = test
     with progress.bar("arithmetic", total=total_steps(cfg)):
         for seed in cfg.seeds:
             init, pre_s = pretrain(cfg, seed, train, f"{out}/pretrain-{seed}") if cfg.pretrain_steps else (None, 0.0)

@@ -254,7 +254,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def total_steps(cfg: Config) -> int:
     """Optimizer steps of all runs of ``cfg`` (the progress bar's total)."""
-    pre = sum(m in cfg.methods for m in ("mle",)) + any(m in cfg.methods for m in METHODS[1:])
+    pre = ("mle" in cfg.methods) + any(m in cfg.methods for m in METHODS[1:])  # mle and the bc every other needs
     fine = sum(m in cfg.methods for m in ("bc_continued", "sequencematch", "tv"))
     return len(cfg.seeds) * (pre * cfg.pretrain_steps + fine * cfg.finetune_steps)
 

@@ -65,13 +65,11 @@ def repair_examples(trainer, tokenizer, problems, n: int = 4, seed: int = 0) -> 
 
 def section_arithmetic(quick: bool, workdir: str) -> Section:
     from seqlevel.bench.arithmetic import run
-    from seqlevel.tasks.arithmetic import make_splits
 
     cfg = _config(quick, workdir)
     keep: dict = {}
     rows = run(cfg, keep=keep)["results"]
-    _, test = make_splits(cfg.n_train, cfg.n_test, seed=0, train_entropy=cfg.entropy, test_entropy=cfg.entropy,
-                          bases=cfg.bases)  # the questions run() tested on
+    test = keep["test"]  # the questions run() tested on
     examples = repair_examples(keep["trainer"], keep["tokenizer"], test)
     by = {r["method"]: r for r in rows}
     lines = [
