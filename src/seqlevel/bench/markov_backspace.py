@@ -31,7 +31,7 @@ import math
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -58,6 +58,11 @@ class Config:
     """Longest sequence kept (EOS included): the world conditioned on length ≤ max_tokens."""
     p_noise: float = 0.1
     """Noise insertion probability per data action (bc and the fine-tunes)."""
+    noise_coverage: float = 1.0
+    """Share of the forbidden pairs (t, u) the ground-truth noise may insert: a fixed random subset per world seed
+    (1.0: every pair). The uncovered pairs are errors only the model's own rollouts can show."""
+    probe_prefixes: int = 400
+    """Dev prefixes of the exact deletion probe (p_bksp_uncovered / covered / valid)."""
     n_layer: int = 2
     """Transformer layers of the model (GPT-2 preset, 4 heads)."""
     n_embd: int = 64
@@ -107,6 +112,9 @@ class Config:
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ValueError(f"methods: unknown {bad}; choose from {','.join(METHODS)}")
+        if not 0.0 <= self.noise_coverage <= 1.0:
+            raise ValueError(f"noise_coverage must be in [0, 1], got {self.noise_coverage}; 1.0 is every forbidden "
+                             "pair, 0.5 a fixed random half")
         if not self.seeds or not self.methods:
             raise ValueError("seeds and methods need at least one value each, e.g. --seeds 0 --methods mle,bc")
 
@@ -122,10 +130,10 @@ def _model(cfg: Config, tok, seed: int):
                       n_positions=cfg.max_tokens * 3 + 8, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
-def _curve_callback(cfg: Config, p, dev, tok, curve: list):
+def _curve_callback(cfg: Config, p, dev, tok, curve: list, covered=None, probe_curve: list | None = None):
     from transformers import TrainerCallback
 
-    from seqlevel.tasks.markov_backspace import token_nll
+    from seqlevel.tasks.markov_backspace import deletion_probe, token_nll
 
     class Curve(TrainerCallback):
         def __init__(self):
@@ -136,17 +144,23 @@ def _curve_callback(cfg: Config, p, dev, tok, curve: list):
                 t = self.trainer
                 bk = t.backspace_id if t.args.use_backspace else None
                 curve.append([state.global_step, token_nll(t.model, p, dev, tok, bk, cfg.max_tokens)])
+                if probe_curve is not None and bk is not None:
+                    pr = deletion_probe(t.model, p, dev, tok, bk, covered, cfg.max_tokens, cfg.probe_prefixes)
+                    probe_curve.append([state.global_step, pr["p_bksp_uncovered"], pr["p_bksp_covered"],
+                                        pr["p_bksp_valid"]])
 
     return Curve()
 
 
 def _train(cfg: Config, model, tok, ds, p, dev, seed: int, *, steps: int, lr: float, schedule: str, noise: bool,
-           sm_weight: float = 0.0, divergence: str = "chi2_mix", extra: dict | None = None, out: str):
+           sm_weight: float = 0.0, divergence: str = "chi2_mix", extra: dict | None = None, out: str,
+           covered=None, probe_curve: list | None = None, overrides: dict | None = None, curve: list | None = None):
     from transformers import PrinterCallback
 
     from seqlevel.tasks.markov_backspace import forbidden_noise
     from seqlevel.trainers import SequenceMatchConfig, SequenceMatchTrainer
 
+    cfg = replace(cfg, **(overrides or {}))  # a fine-tune's own settings (the screen's rows)
     args = SequenceMatchConfig(
         output_dir=out, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=seed,
         max_steps=steps, per_device_train_batch_size=cfg.batch_size, learning_rate=lr, lr_scheduler_type=schedule,
@@ -158,10 +172,10 @@ def _train(cfg: Config, model, tok, ds, p, dev, seed: int, *, steps: int, lr: fl
         rollouts_per_refresh=cfg.rollouts_per_refresh, replay_batch_size=cfg.replay_batch_size,
         replay_buffer_size=cfg.replay_buffer_size, max_new_actions=cfg.max_new_actions, max_length=cfg.max_tokens + 1,
         dataloader_drop_last=True, **(extra or {}))
-    curve: list = []
-    cb = _curve_callback(cfg, p, dev, tok, curve)
+    curve = [] if curve is None else curve
+    cb = _curve_callback(cfg, p, dev, tok, curve, covered, probe_curve)
     trainer = SequenceMatchTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                   noise_fn=forbidden_noise(p, int(tok.eos_token_id)),
+                                   noise_fn=forbidden_noise(p, int(tok.eos_token_id), covered),
                                    callbacks=[cb, progress.StepCallback()])
     cb.trainer = trainer
     trainer.remove_callback(PrinterCallback)
@@ -170,9 +184,9 @@ def _train(cfg: Config, model, tok, ds, p, dev, seed: int, *, steps: int, lr: fl
     return trainer, curve, time.perf_counter() - t0
 
 
-def _evaluate(cfg: Config, trainer, p, dev, tok, seed: int) -> dict:
+def _evaluate(cfg: Config, trainer, p, dev, tok, seed: int, covered=None) -> dict:
     from seqlevel.decoding import generate
-    from seqlevel.tasks.markov_backspace import ForbiddenMass, final_text_metrics, token_nll
+    from seqlevel.tasks.markov_backspace import ForbiddenMass, deletion_probe, final_text_metrics, token_nll
 
     model = trainer.model
     model.eval()
@@ -187,55 +201,91 @@ def _evaluate(cfg: Config, trainer, p, dev, tok, seed: int) -> dict:
         out = generate(model, ids, torch.ones_like(ids), max_new_actions=cfg.max_new_actions, eos_token_id=eos,
                        backspace_id=bk, do_sample=True, temperature=1.0, seed=10_000 * seed + i, steer=mass)
         actions += out.actions
-    m = final_text_metrics(p, actions, eos, bk)
+    m = final_text_metrics(p, actions, eos, bk, covered)
     m["token_nll"] = token_nll(model, p, dev, tok, bk, cfg.max_tokens)
     m["forbidden_mass"] = mass.mean
+    if bk is not None:
+        m.update(deletion_probe(model, p, dev, tok, bk, covered, cfg.max_tokens, cfg.probe_prefixes))
+    else:
+        m.update({"p_bksp_uncovered": None, "p_bksp_covered": None, "p_bksp_valid": None})
     return m
 
 
-def run_seed(cfg: Config, seed: int, out_dir: str) -> list[dict]:
-    """All methods of one seed (one world)."""
+def world(cfg: Config, seed: int) -> dict:
+    """The seed's world and data: ``p``, ``train``, ``dev``, ``tok``, ``ds`` (the training dataset) and
+    ``covered`` (the pairs the noise may insert, :func:`seqlevel.tasks.markov_backspace.covered_pairs`)."""
     import datasets
 
     from seqlevel.tasks.markov import make_world
-    from seqlevel.tasks.markov_backspace import dataset_columns, markov_tokenizer
+    from seqlevel.tasks.markov_backspace import covered_pairs, dataset_columns, markov_tokenizer
 
     p, train, dev = make_world(cfg.vocab_size, seed, train_size=cfg.n_train, dev_size=cfg.n_dev)
     tok = markov_tokenizer(p)
     ds = datasets.Dataset.from_dict(dataset_columns(p, train, tok, cfg.max_tokens))
+    return {"p": p, "train": train, "dev": dev, "tok": tok, "ds": ds, "seed": seed,
+            "covered": covered_pairs(p, cfg.noise_coverage, seed)}
+
+
+def pretrain(cfg: Config, w: dict, method: str, out_dir: str):
+    """``mle`` (clean data, no ``<bksp>``) or ``bc`` (ground-truth noise) from scratch; returns
+    ``(trainer, curve, probe_curve, seconds)``."""
+    curve, probe_curve = [], []
+    t, _, s = _train(cfg, _model(cfg, w["tok"], w["seed"]), w["tok"], w["ds"], w["p"], w["dev"], w["seed"],
+                     steps=cfg.pretrain_steps, lr=cfg.lr, schedule="constant_with_warmup", noise=method == "bc",
+                     out=f"{out_dir}/{method}", covered=w["covered"], probe_curve=probe_curve, curve=curve)
+    return t, curve, probe_curve, s
+
+
+def finetune(cfg: Config, w: dict, bc_model, out_dir: str, *, sm_weight: float, divergence: str = "chi2_mix",
+             extra: dict | None = None, overrides: dict | None = None):
+    """A copy of ``bc_model`` fine-tuned ``finetune_steps`` steps with ``(1 − w)·BC + w·SM`` (``sm_weight`` 0:
+    BC continued); ``overrides`` replaces fields of ``cfg`` for this run only (chi2_weight, eos_handling, ...).
+    Returns ``(trainer, curve, probe_curve, seconds)``."""
+    curve, probe_curve = [], []
+    steps = (overrides or {}).get("finetune_steps", cfg.finetune_steps)
+    t, _, s = _train(cfg, copy.deepcopy(bc_model), w["tok"], w["ds"], w["p"], w["dev"], w["seed"], steps=steps,
+                     lr=cfg.finetune_lr, schedule="constant", noise=True, out=out_dir, sm_weight=sm_weight,
+                     divergence=divergence, extra=extra, covered=w["covered"], probe_curve=probe_curve,
+                     overrides=overrides, curve=curve)
+    return t, curve, probe_curve, s
+
+
+def evaluate(cfg: Config, w: dict, trainer) -> dict:
+    """The final-text metrics, token-only dev NLL, forbidden mass and deletion probe of a trained model."""
+    return _evaluate(cfg, trainer, w["p"], w["dev"], w["tok"], w["seed"], w["covered"])
+
+
+def run_seed(cfg: Config, seed: int, out_dir: str) -> list[dict]:
+    """All methods of one seed (one world)."""
+    w = world(cfg, seed)
     rows, bc_model = [], None
     need_bc = any(m in cfg.methods for m in ("bc", "bc_continued", "sequencematch", "tv"))
 
-    def record(method, trainer, curve, seconds):
-        m = _evaluate(cfg, trainer, p, dev, tok, seed)
-        row = {"method": method, "seed": seed, **m, "seconds": seconds, "curve": curve}
+    def record(method, trainer, curve, probe_curve, seconds):
+        m = evaluate(cfg, w, trainer)
+        row = {"method": method, "seed": seed, **m, "seconds": seconds, "curve": curve, "probe_curve": probe_curve}
         progress.note(f"seed {seed} {method}: impossible {m['impossible_rate']:.4f}")
         rows.append(row)
 
-    common = dict(p=p, dev=dev, seed=seed)
     if "mle" in cfg.methods:
-        t, curve, s = _train(cfg, _model(cfg, tok, seed), tok, ds, steps=cfg.pretrain_steps, lr=cfg.lr,
-                             schedule="constant_with_warmup", noise=False, out=f"{out_dir}/mle", **common)
-        record("mle", t, curve, s)
+        record("mle", *pretrain(cfg, w, "mle", out_dir))
     if need_bc:
-        t, curve, s_bc = _train(cfg, _model(cfg, tok, seed), tok, ds, steps=cfg.pretrain_steps, lr=cfg.lr,
-                                schedule="constant_with_warmup", noise=True, out=f"{out_dir}/bc", **common)
+        t, curve, probe_curve, s_bc = pretrain(cfg, w, "bc", out_dir)
         bc_model = t.model
         if "bc" in cfg.methods:
-            record("bc", t, curve, s_bc)
+            record("bc", t, curve, probe_curve, s_bc)
     fine = {"bc_continued": dict(sm_weight=0.0), "sequencematch": dict(sm_weight=cfg.sm_weight, extra=cfg.extra),
             "tv": dict(sm_weight=cfg.sm_weight, divergence="tv")}
     for method, kw in fine.items():
         if method not in cfg.methods:
             continue
-        t, curve, s = _train(cfg, copy.deepcopy(bc_model), tok, ds, steps=cfg.finetune_steps, lr=cfg.finetune_lr,
-                             schedule="constant", noise=True, out=f"{out_dir}/{method}", **kw, **common)
-        record(method, t, curve, s + s_bc)
+        t, curve, probe_curve, s = finetune(cfg, w, bc_model, f"{out_dir}/{method}", **kw)
+        record(method, t, curve, probe_curve, s + s_bc)
     return rows
 
 
-KEYS = ("impossible_rate", "impossible_seq_rate", "token_nll", "false_deletion_rate", "avg_js", "avg_zero_mass",
-        "backspace_rate", "backspace_precision", "forbidden_mass")
+KEYS = ("impossible_rate", "covered_rate", "uncovered_rate", "impossible_seq_rate", "token_nll", "false_deletion_rate", "avg_js", "avg_zero_mass",
+        "backspace_rate", "backspace_precision", "forbidden_mass", "p_bksp_uncovered", "p_bksp_covered", "p_bksp_valid")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -245,7 +295,10 @@ def summarize(rows: list[dict]) -> list[dict]:
         g = [r for r in rows if r["method"] == method]
         s = {"method": method, "seeds": len(g)}
         for k in KEYS:
-            xs = [r[k] for r in g]
+            xs = [r[k] for r in g if r.get(k) is not None]
+            if not xs:  # e.g. the probe of mle (no <bksp>), or p_bksp_uncovered at coverage 1.0
+                s[k], s[k + "_se"] = None, None
+                continue
             s[k] = statistics.mean(xs)
             s[k + "_se"] = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
         out.append(s)
@@ -274,11 +327,17 @@ def run(cfg: Config) -> dict:
 
 
 def format_result(result: dict) -> str:
-    """The summary table (mean ± standard error over seeds)."""
-    lines = [f"{'method':>14} {'impossible':>18} {'seq':>7} {'token nll':>16} {'bksp':>7} {'false del':>9}"]
+    """The summary table (mean ± standard error over seeds); uncovered / covered split and the deletion probe."""
+    def f(s, k, w=7, d=4):
+        return f"{s[k]:{w}.{d}f}" if s.get(k) is not None else f"{'-':>{w}}"
+
+    lines = [f"{'method':>14} {'impossible':>18} {'uncovered':>9} {'covered':>9} {'token nll':>16} {'bksp':>7} "
+             f"{'false del':>9} {'p⌫ unc':>7} {'p⌫ cov':>7} {'p⌫ valid':>8}"]
     for s in result["summary"]:
         lines.append(f"{s['method']:>14} {s['impossible_rate']:.5f}±{s['impossible_rate_se']:.5f} "
-                     f"{s['impossible_seq_rate']:7.3f} {s['token_nll']:.4f}±{s['token_nll_se']:.4f} "
-                     f"{s['backspace_rate']:7.4f} {s['false_deletion_rate']:9.3f}")
+                     f"{f(s, 'uncovered_rate', 9, 5)} {f(s, 'covered_rate', 9, 5)} "
+                     f"{s['token_nll']:.4f}±{s['token_nll_se']:.4f} {s['backspace_rate']:7.4f} "
+                     f"{s['false_deletion_rate']:9.3f} {f(s, 'p_bksp_uncovered')} {f(s, 'p_bksp_covered')} "
+                     f"{f(s, 'p_bksp_valid', 8)}")
     lines.append(f"total {result['seconds']:.0f} s")
     return "\n".join(lines)

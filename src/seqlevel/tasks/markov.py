@@ -21,6 +21,7 @@ Faithful to ``synthetic.py`` of bloomberg/MixCE-acl2023 (our notes: ``methods/mi
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -278,10 +279,38 @@ def make_world(
     return p, data.subset(np.arange(dev_size, dev_size + train_size)), data.subset(np.arange(dev_size))
 
 
+# ----- the world in a character tokenizer's ids -------------------------------------------------------
+_CHARS = string.ascii_letters + string.digits + string.punctuation
+SPECIALS = 4  # <pad> <bos> <eos> <unk>: ids 0..3 of presets.char_tokenizer
+
+
+def markov_tokenizer(p: MarkovP, model_max_length: int = 256):
+    """Character tokenizer for ``p``: tokenizer id ``SPECIALS + k − 1`` is Markov token ``k`` (``1..n−1``)."""
+    from seqlevel.presets import char_tokenizer
+
+    if p.n - 1 > len(_CHARS):
+        raise ValueError(f"the world has {p.n - 1} tokens but only {len(_CHARS)} characters are available; use "
+                         f"vocab_size <= {len(_CHARS) + 2}")
+    return char_tokenizer(_CHARS[: p.n - 1], model_max_length=model_max_length)
+
+
+def to_tokenizer_ids(p: MarkovP, markov_ids: Sequence[int], eos_id: int) -> list[int]:
+    """Markov ids (EOS = ``p.eos``) → tokenizer ids."""
+    return [eos_id if int(k) == p.eos else SPECIALS + int(k) - 1 for k in markov_ids]
+
+
+def to_markov_id(p: MarkovP, tok_id: int, eos_id: int) -> int:
+    """One tokenizer id → Markov id (0 for anything that is not a world token: ``<bos>``, pad, unk)."""
+    if tok_id == eos_id:
+        return p.eos
+    k = int(tok_id) - SPECIALS + 1
+    return k if 1 <= k < p.eos else 0
+
+
 class MarkovTask:
     """The bigram world as a :class:`seqlevel.tasks.base.Task` (exact P), in a character tokenizer's ids.
 
-    The tokenizer is :func:`seqlevel.tasks.markov_backspace.markov_tokenizer` (Markov token ``k`` of ``1..n−1`` is
+    The tokenizer is :func:`markov_tokenizer` (Markov token ``k`` of ``1..n−1`` is
     tokenizer id ``3 + k``, Markov EOS is ``<eos>``), so ``vocab_size`` is at most 96. ``log_prob`` is the exact
     ``log P(x)`` of the sampler: ``-inf`` for an impossible transition (where :attr:`Sequences.log_p` charges
     the official floor, log 1e-30 ≈ −69) and no cost for the EOS forced at ``max_length``.
@@ -298,7 +327,6 @@ class MarkovTask:
 
     def __init__(self, vocab_size: int = 21, seed: int = 0, init: str = "random", zero_percent: float = 0.5,
                  max_length: int = MAX_LENGTH):
-        from seqlevel.tasks.markov_backspace import markov_tokenizer  # it imports this module
 
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 (one token, then the forced EOS), got {max_length}; "
@@ -309,7 +337,6 @@ class MarkovTask:
 
     def sample(self, n: int, seed: int = 0) -> list[list[int]]:
         """``n`` sequences ``<bos> x_1 … <eos>`` from :func:`sample` (the same draws for the same ``seed``)."""
-        from seqlevel.tasks.markov_backspace import to_tokenizer_ids
 
         seqs = sample(self.p, n, seed, max_length=self.max_length)
         bos, eos = int(self.tokenizer.bos_token_id), int(self.tokenizer.eos_token_id)
@@ -318,7 +345,6 @@ class MarkovTask:
 
     def markov_ids(self, ids: Sequence[int]) -> np.ndarray:
         """Tokenizer ids (a leading ``<bos>`` optional) → ``(L,)`` Markov ids; 0 for a token that is not the world's."""
-        from seqlevel.tasks.markov_backspace import to_markov_id
 
         ids = [int(t) for t in ids]
         if ids and ids[0] == self.tokenizer.bos_token_id:

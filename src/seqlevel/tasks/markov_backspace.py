@@ -4,8 +4,6 @@ The bigram world of :mod:`seqlevel.tasks.markov` forbids about half of the trans
 model that emits a forbidden bigram has left the data manifold; one that can backspace may delete it. This
 module holds what a benchmark needs beyond the world itself:
 
-* a character tokenizer for the world's ids (Markov token ``k`` of ``1..n−1`` is one character; Markov EOS is
-  the tokenizer's ``<eos>``), and the maps between the two id spaces;
 * ground-truth noise (§4.2): after live token ``t`` the noise is a token ``u`` with ``P(u | t) = 0``, so noise
   states are never data states; right after ``<bos>`` every first token is possible, so the noise declines;
 * metrics on the *final text after backspaces* of model samples: the impossible-bigram rate per token and per
@@ -18,39 +16,21 @@ module holds what a benchmark needs beyond the world itself:
 from __future__ import annotations
 
 import random
-import string
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from seqlevel.tasks.markov import MarkovP, Sequences, avg_js, avg_zero_mass
-
-_CHARS = string.ascii_letters + string.digits + string.punctuation
-SPECIALS = 4  # <pad> <bos> <eos> <unk>: ids 0..3 of presets.char_tokenizer
-
-
-def markov_tokenizer(p: MarkovP, model_max_length: int = 256):
-    """Character tokenizer for ``p``: tokenizer id ``SPECIALS + k − 1`` is Markov token ``k`` (``1..n−1``)."""
-    from seqlevel.presets import char_tokenizer
-
-    if p.n - 1 > len(_CHARS):
-        raise ValueError(f"the world has {p.n - 1} tokens but only {len(_CHARS)} characters are available; use "
-                         f"vocab_size <= {len(_CHARS) + 2}")
-    return char_tokenizer(_CHARS[: p.n - 1], model_max_length=model_max_length)
-
-
-def to_tokenizer_ids(p: MarkovP, markov_ids: Sequence[int], eos_id: int) -> list[int]:
-    """Markov ids (EOS = ``p.eos``) → tokenizer ids."""
-    return [eos_id if int(k) == p.eos else SPECIALS + int(k) - 1 for k in markov_ids]
-
-
-def to_markov_id(p: MarkovP, tok_id: int, eos_id: int) -> int:
-    """One tokenizer id → Markov id (0 for anything that is not a world token: ``<bos>``, pad, unk)."""
-    if tok_id == eos_id:
-        return p.eos
-    k = int(tok_id) - SPECIALS + 1
-    return k if 1 <= k < p.eos else 0
+from seqlevel.tasks.markov import (  # noqa: F401  (the tokenizer and id maps, re-exported for old imports)
+    SPECIALS,
+    MarkovP,
+    Sequences,
+    avg_js,
+    avg_zero_mass,
+    markov_tokenizer,
+    to_markov_id,
+    to_tokenizer_ids,
+)
 
 
 def dataset_columns(p: MarkovP, seqs: Sequences, tokenizer, max_tokens: int) -> dict[str, list]:
@@ -62,9 +42,45 @@ def dataset_columns(p: MarkovP, seqs: Sequences, tokenizer, max_tokens: int) -> 
     return {"prompt_ids": [[bos]] * len(comp), "completion_ids": comp}
 
 
-def forbidden_noise(p: MarkovP, eos_id: int):
+def covered_pairs(p: MarkovP, coverage: float = 1.0, seed: int = 0) -> np.ndarray:
+    """The forbidden pairs the ground-truth noise may insert: a fixed random share ``coverage`` of them.
+
+    Args:
+        p: the world.
+        coverage: share of the forbidden pairs ``(t, u)`` (``t, u`` in ``1..n−1``; EOS is never forbidden) that
+            are covered, in ``[0, 1]``; 1.0 covers every one (the noise of issue 13).
+        seed: the world seed; the covered set is a function of ``(seed, coverage)`` alone.
+
+    Returns:
+        ``(n, n)`` bool over Markov ids ``1..n`` (row ``t − 1``, column ``u − 1``): True where ``(t, u)`` is
+        forbidden and covered. The uncovered forbidden pairs are ``forbidden & ~covered``.
+    """
+    if not 0.0 <= float(coverage) <= 1.0:
+        raise ValueError(f"noise_coverage must be in [0, 1], got {coverage}; 1.0 lets the noise insert every "
+                         "forbidden pair, 0.5 a fixed random half of them")
+    forbidden = forbidden_pairs(p)
+    covered = forbidden.copy()
+    if coverage < 1.0:
+        idx = np.flatnonzero(forbidden)  # row-major: a fixed order
+        perm = np.random.default_rng([int(seed), 21]).permutation(len(idx))  # 21: this use of the seed
+        covered.flat[idx[perm[int(round(coverage * len(idx))):]]] = False
+    return covered
+
+
+def forbidden_pairs(p: MarkovP) -> np.ndarray:
+    """``(n, n)`` bool: ``(t, u)`` with ``P(u | t) = 0`` among tokens ``1..n−1`` (rows and columns of EOS False)."""
+    n = p.n
+    out = np.zeros((n, n), dtype=bool)
+    out[: n - 1, : n - 1] = p.transition[: n - 1, : n - 1] == 0.0
+    return out
+
+
+def forbidden_noise(p: MarkovP, eos_id: int, covered: np.ndarray | None = None):
     """Ground-truth noise ``noise(prefix, target, rng)``: a token ``u`` with ``P(u | last live token) = 0``, or
-    None (decline) after ``<bos>`` or where no transition is forbidden."""
+    None (decline) after ``<bos>`` or where no transition is forbidden.
+
+    ``covered`` (from :func:`covered_pairs`) restricts the noise to the covered pairs (None: every forbidden pair;
+    the same draws as a ``covered`` of all pairs); where no pair after ``t`` is covered the noise declines."""
     T = p.transition
 
     def noise(prefix: Sequence[int], target: int, rng: random.Random) -> int | None:
@@ -72,6 +88,8 @@ def forbidden_noise(p: MarkovP, eos_id: int):
         if t == 0:
             return None  # after <bos>: every first token is possible
         bad = np.nonzero(T[t - 1, : p.n - 1] == 0.0)[0]  # columns of tokens 1..n-1 (EOS is never forbidden)
+        if covered is not None:
+            bad = bad[covered[t - 1, bad]]
         if len(bad) == 0:
             return None
         return to_tokenizer_ids(p, [int(bad[rng.randrange(len(bad))]) + 1], eos_id)[0]
@@ -83,16 +101,19 @@ def _forbidden(p: MarkovP, t: int, u: int) -> bool:
     return t != 0 and p.transition[t - 1, u - 1] == 0.0  # t: Markov id (0 = <bos>), u: Markov id 1..n
 
 
-def final_text_metrics(p: MarkovP, actions: Sequence[Sequence[int]], eos_id: int, backspace_id: int | None
-                       ) -> dict[str, float]:
+def final_text_metrics(p: MarkovP, actions: Sequence[Sequence[int]], eos_id: int, backspace_id: int | None,
+                       covered: np.ndarray | None = None) -> dict[str, float]:
     """Metrics of model samples on their final text after backspaces (the prompt is ``[<bos>]``).
 
     Args:
         p: the world.
         actions: each sample's actions (tokens, ``<bksp>``, final ``<eos>``), as ``GenerateOutput.actions``.
         eos_id, backspace_id: tokenizer ids (``backspace_id`` None for a model without ``<bksp>``).
+        covered: the pairs the noise covered (:func:`covered_pairs`); None counts every forbidden pair as covered.
 
     Returns:
+        ``covered_rate`` / ``uncovered_rate`` (the forbidden bigrams of covered / uncovered pairs per final
+        token: they add up to ``impossible_rate`` but for a forbidden first token, which has no pair),
         ``impossible_rate`` (forbidden bigrams per final token, EOS included), ``impossible_seq_rate``,
         ``avg_js`` / ``avg_zero_mass`` of the empirical final-text bigram matrix, ``backspace_rate`` (per action),
         ``backspace_precision`` (deletions that removed a forbidden token), ``false_deletion_rate`` (samples
@@ -100,7 +121,7 @@ def final_text_metrics(p: MarkovP, actions: Sequence[Sequence[int]], eos_id: int
     """
     V = p.vocab_size
     counts = np.zeros((V, V))
-    bad = n_tok = bad_seq = n_act = n_bk = n_del = good_del = false_seq = finished = 0
+    bad = n_tok = bad_seq = n_act = n_bk = n_del = good_del = false_seq = finished = bad_cov = bad_unc = 0
     for acts in actions:
         live: list[int] = []
         false_here = False
@@ -127,6 +148,11 @@ def final_text_metrics(p: MarkovP, actions: Sequence[Sequence[int]], eos_id: int
             if _forbidden(p, prev, u):
                 bad += 1
                 seq_bad = True
+                if u != p.eos and prev != 0:
+                    if covered is None or covered[prev - 1, u - 1]:
+                        bad_cov += 1
+                    else:
+                        bad_unc += 1
             if u == p.eos:
                 break
             prev = u
@@ -135,7 +161,8 @@ def final_text_metrics(p: MarkovP, actions: Sequence[Sequence[int]], eos_id: int
     rows = counts.sum(1, keepdims=True)
     learned = np.where(rows > 0, counts / np.maximum(rows, 1), 1.0 / V)  # unseen rows: uniform
     N = max(len(actions), 1)
-    return {"impossible_rate": bad / max(n_tok, 1), "impossible_seq_rate": bad_seq / N,
+    return {"impossible_rate": bad / max(n_tok, 1), "covered_rate": bad_cov / max(n_tok, 1),
+            "uncovered_rate": bad_unc / max(n_tok, 1), "impossible_seq_rate": bad_seq / N,
             "avg_js": avg_js(learned, p), "avg_zero_mass": avg_zero_mass(learned, p),
             "backspace_rate": n_bk / max(n_act, 1), "backspace_precision": good_del / max(n_del, 1),
             "false_deletion_rate": false_seq / N, "finished_rate": finished / N}
@@ -209,3 +236,102 @@ def token_nll(model, p: MarkovP, dev: Sequences, tokenizer, backspace_id: int | 
         n += int(keep.sum())
     model.train(was)
     return total / max(n, 1)
+
+
+PROBE_GROUPS = ("uncovered", "covered", "valid")
+
+
+def probe_states(p: MarkovP, dev: Sequences, tokenizer, covered: np.ndarray, max_tokens: int,
+                 n_prefixes: int = 400, seed: int = 0) -> dict[str, list[list[int]]]:
+    """The states of the deletion probe: ``<bos>`` + a dev prefix ending in a world token ``t``, then one more
+    token ``u``, for every ``u`` of each group: ``uncovered`` (``P(u | t) = 0``, a pair the noise never showed),
+    ``covered`` (forbidden and covered) and ``valid`` (``P(u | t) > 0``, EOS excluded).
+
+    The prefixes are ``n_prefixes`` dev sequences (those of at most ``max_tokens`` tokens), each cut at a uniform
+    random point before its EOS, drawn with ``seed``. Returns ``{group: [tokenizer ids of each state]}``.
+    """
+    cols = dataset_columns(p, dev, tokenizer, max_tokens)
+    comps = [c for c in cols["completion_ids"] if len(c) >= 2]  # at least one token before EOS
+    if not comps:
+        raise ValueError("the dev set has no sequence with a token before <eos>; draw more dev sequences")
+    rng = np.random.default_rng([int(seed), 404])  # 404: this use of the seed
+    eos = int(tokenizer.eos_token_id)
+    bos = int(tokenizer.bos_token_id)
+    forbidden = forbidden_pairs(p)
+    out: dict[str, list[list[int]]] = {g: [] for g in PROBE_GROUPS}
+    for i in rng.choice(len(comps), size=n_prefixes, replace=len(comps) < n_prefixes):
+        c = comps[int(i)]
+        k = int(rng.integers(1, len(c)))  # keep c[:k]: its last token is a world token (EOS is c[-1])
+        prefix = [bos] + c[:k]
+        t = to_markov_id(p, c[k - 1], eos)
+        groups = {"uncovered": forbidden[t - 1] & ~covered[t - 1], "covered": forbidden[t - 1] & covered[t - 1],
+                  "valid": p.transition[t - 1] > 0.0}
+        groups["valid"][p.eos - 1] = False
+        for g, mask in groups.items():
+            for u in np.flatnonzero(mask):
+                out[g].append(prefix + to_tokenizer_ids(p, [int(u) + 1], eos))
+    return out
+
+
+@torch.no_grad()
+def deletion_probe(model, p: MarkovP, dev: Sequences, tokenizer, backspace_id: int, covered: np.ndarray,
+                   max_tokens: int, n_prefixes: int = 400, seed: int = 0, batch_size: int = 512,
+                   details: bool = False) -> dict[str, float | None]:
+    """The exact deletion probe: the model's mean ``π(<bksp> | prefix + u)`` right after a token ``u``.
+
+    No sampling: one batched forward per group (in chunks of ``batch_size``) over the states of
+    :func:`probe_states`, reading the softmax at the last position. ``p_bksp_uncovered`` is the deletion of
+    errors the noise never showed (what SequenceMatch's off-data signal is about), ``p_bksp_covered`` of errors it
+    showed, ``p_bksp_valid`` the false-deletion propensity after a valid token.
+
+    Args:
+        model: a causal LM with the ``<bksp>`` row.
+        p, dev, tokenizer, covered, max_tokens, n_prefixes, seed: as :func:`probe_states`.
+        backspace_id: the ``<bksp>`` id.
+        details: also return ``q_bksp_*`` (mean ⌫ logit, i.e. Q(s, ⌫)), ``v_*`` (mean V(s) = logsumexp of the
+            logits) and ``v_parent`` (mean V of the prefixes themselves).
+
+    Returns:
+        ``{"p_bksp_uncovered", "p_bksp_covered", "p_bksp_valid"}`` (None for an empty group, e.g. uncovered at
+        coverage 1.0), plus the details.
+    """
+    states = probe_states(p, dev, tokenizer, covered, max_tokens, n_prefixes, seed)
+    was = model.training
+    model.eval()
+    out: dict[str, float | None] = {}
+    try:
+        for g, seqs in states.items():
+            pb, qb, vv = _last_position_stats(model, seqs, backspace_id, int(tokenizer.pad_token_id), batch_size)
+            out[f"p_bksp_{g}"] = pb
+            if details:
+                out[f"q_bksp_{g}"], out[f"v_{g}"] = qb, vv
+        if details:
+            parents = list({tuple(s[:-1]): None for g in states for s in states[g]})
+            out["v_parent"] = _last_position_stats(model, [list(s) for s in parents], backspace_id,
+                                                   int(tokenizer.pad_token_id), batch_size)[2]
+    finally:
+        model.train(was)
+    return out
+
+
+@torch.no_grad()
+def _last_position_stats(model, seqs: list[list[int]], backspace_id: int, pad: int, batch_size: int):
+    """Means of π(⌫), the ⌫ logit and logsumexp at each sequence's last position (None, None, None if empty)."""
+    if not seqs:
+        return None, None, None
+    pb = qb = vv = 0.0
+    for i in range(0, len(seqs), batch_size):
+        chunk = seqs[i: i + batch_size]
+        W = max(len(s) for s in chunk)
+        ids = torch.full((len(chunk), W), pad, dtype=torch.long)
+        att = torch.zeros_like(ids)
+        for r, s in enumerate(chunk):
+            ids[r, : len(s)], att[r, : len(s)] = torch.tensor(s), 1  # right padding: positions are 0..len-1
+        last = att.sum(1) - 1
+        logits = model(input_ids=ids, attention_mask=att).logits.float()[torch.arange(len(chunk)), last]  # (b, A)
+        V = torch.logsumexp(logits, -1)
+        pb += float((logits[:, backspace_id] - V).exp().sum())
+        qb += float(logits[:, backspace_id].sum())
+        vv += float(V.sum())
+    n = len(seqs)
+    return pb / n, qb / n, vv / n
