@@ -309,3 +309,43 @@ def test_training_on_noise_augmented_data_learns_to_backspace(objective):
     after_noise = p_bk[b["valid"] & (b["labels"] == bk)].mean().item()
     elsewhere = p_bk[b["valid"] & (b["labels"] != bk)].mean().item()
     assert after_noise > 0.4 and after_noise > 5 * elsewhere, (after_noise, elsewhere)
+
+
+# ---- issue 21: the absorbing state whose only action is <eos> ----------------------------------------------------
+
+
+def test_absorbing_eos_reads_only_the_eos_logit_at_the_absorbing_state():
+    """eos="absorbing_eos": V(u_K) = Q(u_K, <eos>), so no other logit of the absorbing slot gets a gradient, and the
+    tail's r is (1 − γ)·Q(u_K, <eos>); with "absorbing" the full softmax there enters (the network defect of
+    issue 21: an untrained <bksp>-heavy softmax after <eos> pulled the <bksp> logit down everywhere)."""
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch).requires_grad_(True)
+    gamma = 0.9
+    abs_slot = batch["eos_abs"]
+    loss = sequencematch_loss(logits, batch, gamma=gamma, eos="absorbing_eos", chi2_weight=0.25)
+    g, = torch.autograd.grad(loss, logits)
+    others = torch.ones(A, dtype=torch.bool)
+    others[EOS] = False
+    assert abs_slot.any() and float(g[abs_slot][:, others].abs().max()) == 0.0
+    assert float(g[abs_slot][:, EOS].abs().min()) > 0.0
+    loss_full = sequencematch_loss(logits, batch, gamma=gamma, eos="absorbing", chi2_weight=0.25)
+    g_full, = torch.autograd.grad(loss_full, logits)
+    assert float(g_full[abs_slot][:, BK].abs().max()) > 0.0  # the full softmax moves the <bksp> logit there
+    terms = sequencematch_terms(logits, batch, gamma=gamma, eos="absorbing_eos", chi2_weight=0.25)
+    for b, (p, a) in enumerate(TRAJS):  # telescoping still holds with V(u_K) = Q(u_K, <eos>)
+        if a[-1] != EOS:
+            continue
+        V = torch.logsumexp(logits[b].detach(), -1)
+        assert abs(terms["value"][b].item() - V[len(p) - 1].item()) <= 1e-9
+        k = int(torch.nonzero(abs_slot[b]).flatten())
+        assert terms["r"][b, k].item() == pytest.approx((1 - gamma) * logits[b, k, EOS].item(), rel=1e-12)
+
+
+def test_absorbing_eos_equals_absorbing_when_the_absorbing_state_is_sure_of_eos():
+    batch = _batch(TRAJS, IS_DATA)
+    logits = _logits(batch).clone()
+    logits[batch["eos_abs"]] = -1e4
+    logits[batch["eos_abs"], EOS] = 3.0  # π(<eos> | u_K) = 1 to double precision: V(u_K) = Q(u_K, <eos>)
+    a = sequencematch_loss(logits, batch, eos="absorbing", chi2_weight=0.25)
+    b = sequencematch_loss(logits, batch, eos="absorbing_eos", chi2_weight=0.25)
+    assert float(a) == pytest.approx(float(b), rel=1e-12)

@@ -17,6 +17,13 @@ Reconstructed choices (RECON in the notes), each a knob with the principled defa
 
 * ``eos="absorbing"``: after ``<eos>`` the state is absorbing and its infinite tail is summed in closed form
   (LS-IQ's ``treat_absorbing_states``); ``eos="done"`` is IQ-Learn's ``y = (1 − done) γ V'`` with no tail.
+  ``eos="absorbing_eos"`` is the same tail for an absorbing state whose only action is ``<eos>``: its value is
+  its ``<eos>`` logit, ``V(u_K) = Q(u_K, <eos>)``, and the other logits at that slot play no part. In a network
+  this is what the tail needs (docs/results.md, issue 21): the logits at the ``<eos>`` input position are never a
+  BC target, so with ``"absorbing"`` the tail's ``r = log π(<eos> | u_K) + (1 − γ)V(u_K)`` is measured on an
+  untrained softmax (a BC checkpoint put 0.94 on ``<bksp>`` there) with the occupancy weight ``γ^K/(1 − γ)`` of
+  ~500 steps, and its gradient, shared by every state, lowered π(``<bksp>``) everywhere. In the tabular
+  instrument, where the absorbing state is a row of its own, the two modes have the same optimum.
 * ``chi2_weight=0.01``: the weight ``c`` of the χ² terms, on both sides: ``φ(r) = r − c·r²`` on data and
   ``c·Ê_M[r²]`` on model rows. ``c = ¼`` is the literal LS-IQ derivation (the paper's ``φ(x) = x − x²/4``); we
   read the paper's unexplained "α = 0.01" as ``c`` (notes §0.1). Why not ¼: the value term telescopes, so on
@@ -47,7 +54,7 @@ from seqlevel.losses.token_weighted import mle_loss
 Tensor = torch.Tensor
 IGNORE = -100
 DIVERGENCES = ("chi2_mix", "chi2", "kl", "reverse_kl", "js", "hellinger", "tv")
-EOS_MODES = ("absorbing", "done")
+EOS_MODES = ("absorbing", "done", "absorbing_eos")
 
 
 def _phi_exact(divergence: str, r: Tensor, chi2_weight: float = 0.25) -> Tensor:
@@ -129,7 +136,8 @@ def _check(logits: Tensor, batch: dict, gamma: float, divergence: str, eos: str)
     if not 0.0 < float(gamma) < 1.0:
         raise ValueError(f"gamma must be in (0, 1), got {gamma}; the paper used 0.998")
     if eos not in EOS_MODES:
-        raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}; 'absorbing' sums the tail after <eos>")
+        raise ValueError(f"eos must be one of {EOS_MODES}, got {eos!r}; 'absorbing' sums the tail after <eos>, "
+                         "'absorbing_eos' with the <eos> logit as the absorbing state's value")
     if logits.dim() != 3:
         raise ValueError(f"logits must be (B, T, A), got shape {tuple(logits.shape)}")
     for key in ("labels", "valid", "step", "eos_abs", "is_data"):
@@ -194,6 +202,8 @@ def sequencematch_terms_from_qv(
     """
     dev, dt = V.device, V.dtype
     labels, valid, eos_abs = batch["labels"].to(dev), batch["valid"].to(dev), batch["eos_abs"].to(dev)
+    if eos == "absorbing_eos":  # the absorbing state's only action is <eos>: V(u_K) = Q(u_K, <eos>)
+        V = torch.where(eos_abs & (labels != IGNORE), Q, V)
     V_next = torch.cat([V[:, 1:], torch.zeros_like(V[:, :1])], dim=1)  # (B, T): V(s_{t+1}) sits at slot t+1
     w = torch.exp(batch["step"].to(dev, dt) * math.log(gamma))  # (B, T): occupancy weight γ^i
     if eos == "done":  # IQ-Learn: y = (1 − done) γ V(s'); the transition into the <eos> state is terminal
@@ -206,7 +216,7 @@ def sequencematch_terms_from_qv(
     r_weight = w  # occupancy weight of each slot's r (the per-slot gradient scale); γ^K/(1 − γ) at the tail
     r2_sum = (mask * w * r**2).sum(1)
     value_sum = (valid.to(dt) * w * (V - gamma * V_next)).sum(1)  # telescopes over time steps
-    if eos == "absorbing":  # closed-form tail at u_K: Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
+    if eos in ("absorbing", "absorbing_eos"):  # closed-form tail at u_K: Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
         a = eos_abs & (labels != IGNORE)
         r_abs = Q - gamma * V  # <eos> in u_K leads back to u_K
         am = a.to(dt)
@@ -304,7 +314,9 @@ def sequencematch_loss(
             KL(ρ_data ‖ ρ_θ) with φ = 1 + log r, ``reverse_kl`` is KL(ρ_θ ‖ ρ_data) with φ = −e^{−(r+1)}
             (IQ-Learn calls this one "kl").
         gamma: discount in (0, 1); the paper used 0.998.
-        eos: ``"absorbing"`` (closed-form tail) or ``"done"`` (IQ-Learn done-masking).
+        eos: ``"absorbing"`` (closed-form tail), ``"absorbing_eos"`` (the same with ``V(u_K) = Q(u_K, <eos>)``: the
+            absorbing state's only action is ``<eos>``; see the module docstring) or ``"done"`` (IQ-Learn
+            done-masking).
         chi2_weight: ``c``, the weight of the χ² terms on both sides (RECON, see the module docstring): 0.01,
             our reading of the paper's "α = 0.01"; ¼ is the literal LS-IQ/paper φ. IQ-Learn's entropy temperature
             α_T (``V = α_T·logsumexp(Q/α_T)``) is not a separate knob: at α_T the loss is α_T times this loss at

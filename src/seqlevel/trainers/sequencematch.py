@@ -50,8 +50,10 @@ class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
             ``reverse_kl``, ``js``, ``hellinger``, ``tv``.
         gamma: discount γ ∈ (0, 1) of the occupancy measure; the paper used 0.998. On short sequences most of the
             occupancy then sits in the absorbing tail after ``<eos>``; a smaller γ weights the actions more.
-        eos_handling: ``"absorbing"`` (closed-form tail after ``<eos>``, §3.5 option A) or ``"done"`` (IQ-Learn
-            done-masking, V(terminal) = 0).
+        eos_handling: ``"absorbing"`` (closed-form tail after ``<eos>``, §3.5 option A), ``"absorbing_eos"``
+            (the same tail with the absorbing state's value read from its ``<eos>`` logit alone, the state having
+            no other action; see :mod:`seqlevel.losses.sequencematch` for why a network needs it) or ``"done"``
+            (IQ-Learn done-masking, V(terminal) = 0).
         chi2_weight: the weight ``c`` of the χ² terms on both sides: ``φ(r) = r − c·r²`` on data rows and
             ``c·Ê_M[r²]`` on model rows (RECON; our reading of the paper's "α = 0.01"). ¼ is the literal
             ``φ(x) = x − x²/4``; the ``r²`` terms pull the policy towards maximum entropy with weight ``c``
@@ -95,7 +97,7 @@ class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
 
     divergence: str = field(default="chi2_mix", metadata={"help": f"one of {DIVERGENCES}"})
     gamma: float = field(default=0.998, metadata={"help": "discount in (0, 1); the paper used 0.998"})
-    eos_handling: str = field(default="absorbing", metadata={"help": "absorbing | done"})
+    eos_handling: str = field(default="absorbing", metadata={"help": "absorbing | absorbing_eos | done"})
     chi2_weight: float = field(default=0.01, metadata={"help": "weight c of the χ² terms: φ(r) = r − c r² on data, "
                                                                "c·E_model[r²] (0.25 = the literal x − x²/4)"})
     model_reg: float | None = field(default=None, metadata={"help": "model-side r² weight (default chi2_weight)"})

@@ -1,0 +1,70 @@
+"""sequencematch_parts: the pieces add up to the trainer's step loss, and each piece is the term it names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqlevel.backspace import collate, encode
+from seqlevel.losses import bc_loss, sequencematch_loss
+from seqlevel.losses.sequencematch_parts import sequencematch_parts
+
+A, BK, EOS, PAD = 7, 6, 1, 0
+TRAJS = [
+    ([2, 3], [4, BK, BK, BK, 5, 2, EOS]),  # data, complete
+    ([2], [3, 3, BK, 4]),  # data, truncated
+    ([5, 4, 3], [2, BK, 2, 5, EOS]),  # model, complete
+    ([3], [BK, 4, 4, 4, 5, BK]),  # model, truncated
+]
+IS_DATA = [True, True, False, False]
+KINDS = ("token", "bksp", "tail")
+
+
+def _setup(seed=0):
+    encs = [encode(p, a, BK, eos_id=EOS, is_data=d) for (p, a), d in zip(TRAJS, IS_DATA)]
+    batch = collate(encs, PAD)
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(*batch["input_ids"].shape, A, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
+    kind = torch.where(batch["labels"] == BK, 1, 0)
+    kind = torch.where(batch["eos_abs"], 2, kind)
+    return batch, logits, kind
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(eos="done"), dict(eos="absorbing_eos"), dict(occupancy_normalize=False, chi2_weight=0.25),
+                                dict(divergence="tv"), dict(divergence="chi2", model_mix=0.3),
+                                dict(value_on_truncated=True, model_reg=0.5), dict(sm_weight=1.0)])
+def test_parts_add_up_to_the_step_loss_and_its_gradient(kw):
+    batch, logits, kind = _setup()
+    sm_w = kw.pop("sm_weight", 0.5)
+    parts = sequencematch_parts(logits, batch, kind, KINDS, sm_weight=sm_w, **kw)
+    total = sum(parts.values())
+    ref = (1 - sm_w) * bc_loss(logits, batch) + sm_w * sequencematch_loss(logits, batch, **kw)
+    assert float(total.detach()) == pytest.approx(float(ref.detach()), rel=1e-10, abs=1e-12)
+    g1, = torch.autograd.grad(total, logits)
+    g2, = torch.autograd.grad(ref, logits)
+    assert torch.allclose(g1, g2, rtol=1e-9, atol=1e-12)
+
+
+def test_each_r2_piece_is_c_times_the_occupancy_weighted_square_on_its_slots():
+    batch, logits, kind = _setup(1)
+    gamma, c = 0.9, 0.3
+    parts = sequencematch_parts(logits, batch, kind, KINDS, sm_weight=1.0, gamma=gamma, chi2_weight=c,
+                                occupancy_normalize=False, eos="done")
+    V = torch.logsumexp(logits, -1)
+    # a loop: model rows only, ⌫ slots, r = Q(s_t, a_t) − γ V(s_{t+1}), weight γ^step, / number of model rows
+    total = 0.0
+    for b in range(len(TRAJS)):
+        if IS_DATA[b]:
+            continue
+        for t in range(batch["labels"].shape[1] - 1):
+            if batch["valid"][b, t] and batch["labels"][b, t] == BK:
+                nxt = 0.0 if batch["eos_abs"][b, t + 1] else float(V[b, t + 1])
+                r = float(logits[b, t, BK]) - gamma * nxt
+                total += gamma ** int(batch["step"][b, t]) * r * r
+    assert float(parts["model_r2/bksp"]) == pytest.approx(c * total / 2, rel=1e-10)
+
+
+def test_unsupported_divergence_is_refused():
+    batch, logits, kind = _setup()
+    with pytest.raises(ValueError, match="chi2_mix, chi2 or tv"):
+        sequencematch_parts(logits, batch, kind, KINDS, divergence="js")
