@@ -109,3 +109,25 @@ def test_every_figure_on_the_shown_page_links_to_its_measurement():
     assert len(body) >= 8
     for row in body:
         assert re.search(r"\]\(results\.md#[\w-]+\)", row), f"row without a link to docs/results.md: {row}"
+
+
+PAGES_WITH_CODE = sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")
+                         if "```python" in p.read_text())
+
+
+def test_pages_with_python_examples_are_found():
+    assert {"guides/mixce.md", "guides/sequencematch.md", "guides/cat.md", "guides/decoding.md"} <= set(PAGES_WITH_CODE)
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE)
+def test_python_blocks_of_a_page_run_in_order(page, tmp_path, monkeypatch):
+    """A page's Python examples run, in order, in one namespace (a later block may use an earlier one's names)."""
+    import seqlevel.tasks
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(seqlevel.tasks, "TASKS", dict(seqlevel.tasks.TASKS))  # a page may register an example task
+    ns = {"__name__": "docs"}
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), flags=re.S)
+    assert blocks
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/{page}[python block {i}]", "exec"), ns)
