@@ -73,6 +73,16 @@ def test_cli_reference_equals_help_of_every_command(site, monkeypatch):
         assert text in page, f"docs/cli.md differs from `seqlevel {' '.join(argv)}`"
 
 
+def test_cli_reference_equals_the_installed_command(site):
+    """The same check through a real process: ``python -m seqlevel generate --help`` as a shell would run it."""
+    env = {**os.environ, "COLUMNS": WIDTH,
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", "seqlevel", "generate", "--help"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip() in _text(site / "cli" / "index.html")
+
+
 def _public_api(package: str) -> list[str]:
     """``seqlevel.PACKAGE.module.name`` for every public class and function defined in the package's modules
     (top-level ``def``/``class`` not starting with ``_``; where a module has ``__all__``, the names it lists)."""
