@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.xdist_group("docs")  # one build, shared by the tests of this file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-API_PACKAGES = ["losses", "trainers", "decoding", "attributes", "tasks"]
+API_PACKAGES = ["losses", "trainers", "decoding", "attributes", "tasks", "backspace", "metrics"]
 WIDTH = "100"  # the columns docs/hooks/cli_reference.py formats the help at
 
 
