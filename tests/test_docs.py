@@ -141,3 +141,12 @@ def test_python_blocks_of_a_page_run_in_order(page, tmp_path, monkeypatch):
     assert blocks
     for i, block in enumerate(blocks):
         exec(compile(block, f"docs/{page}[python block {i}]", "exec"), ns)
+
+
+def test_every_number_on_the_shown_page_is_copied_from_results():
+    """The figures of docs/shown.md are copied from docs/results.md, not computed or rounded anew for the page."""
+    results = (ROOT / "docs" / "results.md").read_text()
+    shown = (ROOT / "docs" / "shown.md").read_text()
+    numbers = set(re.findall(r"(?<![\w.])\d+\.\d+(?:e-?\d+)?(?!\w)|\d{1,3}(?:,\d{3})+", shown))
+    assert len(numbers) >= 40
+    assert not sorted(n for n in numbers if n not in results)
