@@ -122,9 +122,8 @@ def chunked_sequencematch_loss(
             ``last_hidden_state``; slot ``t`` scores ``labels[:, t]``, no shift).
         lm_head_weight: ``(A, d)`` ``model.get_output_embeddings().weight`` (``<bksp>`` row included).
         batch: a :func:`seqlevel.backspace.collate` batch.
-        divergence, gamma, eos, chi2_weight, model_reg, model_mix, occupancy_normalize, max_phi_slope,
-            num_sequences, value_on_truncated: as in
-            :func:`seqlevel.losses.sequencematch_loss`.
+        divergence, gamma, eos, chi2_weight, model_reg, model_mix, occupancy_normalize, max_phi_slope, num_sequences, value_on_truncated: as in
+            :func:`seqlevel.losses.sequencematch_loss` (one line: a docstring parser reads the names up to the colon).
         lm_head_bias: optional ``(A,)`` bias. chunk_size: slots per chunk.
         bc_weight: adds ``bc_weight · bc_loss`` (data rows, mean over ``bc_num_items`` targets) from the same pass;
             the SequenceMatch trainer's ``(1 − w)·BC + w·SM`` is ``w · this(bc_weight=(1 − w)/w)``.

@@ -149,6 +149,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """What :func:`train_bigram` returns: the exact metrics at the best-dev epoch and the per-epoch history."""
+
     avg_js: float  # at the best-dev epoch
     avg_zero_mass: float
     best_epoch: int  # 1-based
