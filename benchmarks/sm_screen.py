@@ -44,6 +44,17 @@ SETTINGS: dict[str, tuple[float, str, dict, dict]] = {
     "c0.25_3000": (0.5, "chi2_mix", {"chi2_weight": 0.25, "finetune_steps": 3000}, {}),
     "bc_continued_3000": (0.0, "chi2_mix", {"finetune_steps": 3000}, {}),
     "tv_3000": (0.5, "tv", {"finetune_steps": 3000}, {}),
+    # eos="absorbing_eos": the absorbing state's value is its <eos> logit (the fix of issue 21, item 0)
+    "ae_c0.01": (0.5, "chi2_mix", {"eos_handling": "absorbing_eos"}, {}),
+    "ae_c0.25": (0.5, "chi2_mix", {"eos_handling": "absorbing_eos", "chi2_weight": 0.25}, {}),
+    "ae_c1": (0.5, "chi2_mix", {"eos_handling": "absorbing_eos", "chi2_weight": 1.0}, {}),
+    "ae_c1_w0.9": (0.9, "chi2_mix", {"eos_handling": "absorbing_eos", "chi2_weight": 1.0}, {}),
+    "ae_c0.25_temp1.5": (0.5, "chi2_mix", {"eos_handling": "absorbing_eos", "chi2_weight": 0.25},
+                         {"rollout_temperature": 1.5}),
+    "ae_c0.01_nonorm": (0.5, "chi2_mix", {"eos_handling": "absorbing_eos", "occupancy_normalize": False}, {}),
+    "ae_c0.05_nonorm": (0.5, "chi2_mix", {"eos_handling": "absorbing_eos", "occupancy_normalize": False,
+                                          "chi2_weight": 0.05}, {}),
+    "ae_tv": (0.5, "tv", {"eos_handling": "absorbing_eos"}, {}),
 }
 
 

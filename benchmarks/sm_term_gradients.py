@@ -234,7 +234,7 @@ def tabular(args) -> dict:
     out = {}
     names = list(parts)
     total = 0
-    for j, name in enumerate(names):
+    for name in names:
         if not parts[name].requires_grad:
             continue
         g = torch.autograd.grad(parts[name], table, retain_graph=True)[0].reshape(-1)

@@ -54,9 +54,9 @@ def sequencematch_parts(
         slot_kind: ``(B, T)`` long, the kind of each slot (an index into ``kind_names``); the absorbing tail slot
             of a row ending in ``<eos>`` may carry its own kind.
         kind_names: names of the kinds.
-        sm_weight, divergence, gamma, eos, chi2_weight, model_reg, model_mix, occupancy_normalize,
-        value_on_truncated: as :class:`seqlevel.trainers.SequenceMatchConfig` / :func:`sequencematch_loss`
-            (``divergence`` ``chi2_mix``, ``chi2`` or ``tv``: the pieces need φ to be a polynomial).
+        sm_weight: the convex weight ``w`` of SM against BC.
+        divergence: ``chi2_mix``, ``chi2`` or ``tv`` (the pieces need φ to be a polynomial).
+        gamma, eos, chi2_weight, model_reg, model_mix, occupancy_normalize, value_on_truncated: as :func:`sequencematch_loss`.
         num_sequences: ``(n_data, n_model, n_model_complete)`` of the whole step (default: this batch's).
         num_bc_targets: BC targets of the whole step (default: this batch's).
         sequence_weights: optional ``(B,)`` row weights, as :func:`sequencematch_loss`.
