@@ -27,7 +27,7 @@ from seqlevel.decoding.decoder import context_length
 logger = logging.getLogger(__name__)
 FILE_TYPES = (".txt", ".jsonl", ".json", ".csv", ".parquet")
 __all__ = ["BACKSPACE_TOKEN", "CausalLMCollator", "context_length", "load_model_and_tokenizer", "load_text_dataset",
-           "render_messages", "tokenize_dataset"]
+           "render_messages", "tokenize_dataset", "unencodable_characters"]
 
 
 # ----- loading ------------------------------------------------------------------------------------------------------
@@ -194,6 +194,25 @@ def load_text_dataset(path: str, text_field: str = "text", *, config: str | None
     return ds
 
 
+def unencodable_characters(tokenizer, text: str) -> list[str]:
+    """The characters of ``text`` that ``tokenizer`` maps to its ``<unk>`` token, in order, each once.
+
+    A fast tokenizer names them through its offsets; otherwise each character is encoded alone. A tokenizer
+    without ``<unk>`` (byte-level BPE, byte fallback) encodes everything and returns ``[]``.
+    """
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not text:
+        return []
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = [text[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if i == unk]
+        chars = [c for span in spans for c in span if unk in tokenizer(c, add_special_tokens=False)["input_ids"]]
+        chars = chars or [c for span in spans for c in span]
+    except NotImplementedError:  # a slow tokenizer has no offsets
+        chars = [c for c in text if unk in tokenizer(c, add_special_tokens=False)["input_ids"]]
+    return list(dict.fromkeys(chars))
+
+
 # ----- chat and prompt/completion records ---------------------------------------------------------------------------
 def render_messages(dataset, tokenizer):
     """Turn a ``messages`` column (lists of ``{"role", "content"}``) into ``prompt`` / ``completion`` text.
@@ -329,7 +348,7 @@ def _check_local_model_dir(path: str, attribute: bool) -> None:
     names = set(os.listdir(path))
     if attribute and "attribute_head_config.json" not in names:
         raise ValueError(f"model directory {path!r} holds no attribute head (attribute_head_config.json); explain "
-                         "needs a CAT model: train one with `seqlevel train --objective cat` or save an "
+                         "and generate --steer need a CAT model: train one with `seqlevel train --objective cat` or save an "
                          "AttributeModel with save_pretrained")
     if "config.json" not in names and "adapter_config.json" not in names:
         ckpts = sorted(n for n in names if n.startswith("checkpoint-"))
@@ -393,7 +412,7 @@ def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: 
             raise ValueError(f"model directory {model!r} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:2])}); "
                              "pass --tokenizer, or save the tokenizer beside the model (save_pretrained)")
     elif attribute:
-        raise ValueError(f"{model!r} is not a local directory; explain needs a CAT model directory written by "
+        raise ValueError(f"{model!r} is not a local directory; explain and generate --steer need a CAT model directory written by "
                          "`seqlevel train --objective cat` (AttributeModel.save_pretrained)")
     try:
         tok = _load_tokenizer(tokenizer or expanded, model)

@@ -133,3 +133,16 @@ def test_key_to_door_decision_scores_match_a_naive_forward():
     q = dec.exact_q()
     assert b._agreement(q, q) == 1.0  # the exact values agree with themselves
     assert b.constant_agreement(dec) < 1.0  # no single action is best everywhere
+
+
+def test_steering_table_explains_an_all_invalid_run():
+    """issue 23: `bench steering --quick` printed a table of 0.00/0.00/nan with no explanation."""
+    from seqlevel.bench.steering import format_result
+
+    bad = {"accuracy": 0.0, "mean_p_target": 0.0, "nll": float("nan"), "invalid": 1.0}
+    text = format_result({"samples": 8, "targets": {"1": {"unsteered": bad, "product": dict(bad)}}})
+    assert "nan" not in text and "0.00/0.00/n/a (100% invalid)" in text
+    assert "every generated text is ungrammatical" in text and "run without --quick" in text
+    good = {"accuracy": 0.5, "mean_p_target": 0.4, "nll": 12.3, "invalid": 0.25}
+    text = format_result({"samples": 8, "targets": {"1": {"product": good, "unsteered": bad}}})
+    assert "0.50/0.40/12.3 (25% invalid)" in text and "ungrammatical in the reviews" not in text

@@ -71,3 +71,21 @@ def test_progress_bar_counts_steps_and_nests():
             progress.advance(1, note="x")
         assert (b.n, b.total) == (3, 8)
     progress.advance(5)  # no bar open: nothing happens
+
+
+def test_a_no_flag_says_it_switches_the_option_off():
+    """issue 23: HfArgumentParser gives --no-x the help of --x, which says the opposite of what --no-x does."""
+    import argparse
+    import dataclasses
+
+    from seqlevel.commands.options import add_config_arguments
+
+    @dataclasses.dataclass
+    class Cfg:
+        normalise: bool = True
+        """Normalise the weights."""
+
+    p = argparse.ArgumentParser()
+    add_config_arguments(p, Cfg)
+    helps = {a.option_strings[0]: a.help for a in p._actions if a.option_strings}
+    assert helps["--no-normalise"] == "switch off --normalise (on by default: Normalise the weights.)"

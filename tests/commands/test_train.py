@@ -154,7 +154,9 @@ def test_lora_flags(tmp_path, objective, capsys):
     rc = main(["train", "--objective", objective, "--model", "tiny-llama", "--dataset", str(data), "--output-dir",
                str(out), "--max-steps", "2", "--batch-size", "2", "--use-peft", "--lora-r", "4", "--lora-alpha",
                "8", "--lora-target-modules", "q_proj", "v_proj", "--save_strategy", "no", *extra])
-    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "LoRA on: rank 4, alpha 8, dropout 0.05, modules q_proj v_proj" in err  # the run header says so
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(out)  # the merged model is saved: every command can load it
@@ -187,3 +189,58 @@ def test_generate_reads_prompts_with_the_dataset_loader(tmp_path, capsys):
                  "--json"]) == 0
     recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [r["prompt"] for r in recs] == ["ab", "cd"]
+
+
+# ----- issue 23: messages that name the flag the user typed -----------------------------------------------------
+def _err(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_eval_strategy_with_sequencematch_names_what_is_wrong(tmp_path, data, capsys):
+    base = ["train", "--objective", "sequencematch", "--model", "tiny-gpt2", "--output-dir", str(tmp_path / "o")]
+    err = _err([*base, "--dataset", "arithmetic", "--eval-dataset", data, "--eval-strategy", "steps"], capsys)
+    assert "--eval-dataset is not supported with --objective sequencematch" in err
+    assert "IntervalStrategy" not in err and "pass --eval-dataset" not in err
+    err = _err([*base, "--dataset", data, "--eval-strategy", "steps"], capsys)
+    assert "--eval-strategy steps needs evaluation data, which --objective sequencematch does not take" in err
+    err = _err(["train", "--model", "tiny-gpt2", "--output-dir", str(tmp_path / "m"), "--dataset", data,
+                "--eval-strategy", "epoch"], capsys)
+    assert err.endswith("--eval-strategy epoch needs evaluation data; pass --eval-dataset PATH")
+
+
+def test_lora_rank_zero_names_the_flag(tmp_path, data, capsys):
+    err = _err(["train", "--model", "tiny-gpt2", "--dataset", data, "--output-dir", str(tmp_path / "o"),
+                "--use-peft", "--lora-r", "0"], capsys)
+    assert "--lora-r must be a positive integer (the LoRA rank), got 0" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_alias_and_its_option_with_different_values_is_an_error(tmp_path, data, capsys):
+    for argv in (["--batch-size", "8", "--per-device-train-batch-size", "4"],
+                 ["--per-device-train-batch-size", "4", "--batch-size", "8"]):
+        err = _err(["train", "--model", "tiny-gpt2", "--dataset", data, "--output-dir", str(tmp_path / "o"), *argv],
+                   capsys)
+        assert "--batch-size 8 and --per-device-train-batch-size 4 set the same option" in err, err
+    _, cfg = _config(["--model", "tiny-gpt2", "--dataset", data, "--output-dir", str(tmp_path / "p"),
+                      "--batch-size", "4", "--per_device_train_batch_size", "4"])
+    assert cfg.per_device_train_batch_size == 4  # the same value twice is fine
+
+
+def test_no_flag_help_says_what_it_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no_append_eos, --no-append-eos switch off --append-eos (on by default: append <eos>" in text
+
+
+def test_bf16_on_a_machine_without_a_gpu_is_our_one_line(tmp_path, data, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    err = _err(["train", "--model", "tiny-gpt2", "--dataset", data, "--output-dir", str(tmp_path / "o"), "--bf16"],
+               capsys)
+    assert err.endswith("--bf16 needs a CUDA GPU, and none is available on this machine; drop --bf16 (training on "
+                        "the CPU runs in float32)")

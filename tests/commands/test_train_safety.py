@@ -107,15 +107,17 @@ def test_overwrite_output_dir_is_explicit_and_drops_old_checkpoints(tmp_path, da
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
 
 
-def test_resume_of_a_tied_model_warns_about_no_missing_key(tmp_path, data, monkeypatch):
+def test_resume_of_a_tied_model_warns_about_no_missing_key(tmp_path, data, monkeypatch, capsys):
     import transformers.trainer as tt
 
     out = tmp_path / "run"
     assert main(_argv(data, out, "--max-steps", "2")) == 0
     said = []
     monkeypatch.setattr(tt.logger, "warning", lambda msg, *a, **k: said.append(str(msg)))
+    capsys.readouterr()
     assert main(_argv(data, out, "--max-steps", "4", "--resume")) == 0
     assert not [m for m in said if "missing keys" in m], said
+    assert f"  resuming from {out / 'checkpoint-2'}" in capsys.readouterr().err  # the run header names it
 
 
 def test_explain_warns_about_words_outside_the_vocabulary(tmp_path, capsys):

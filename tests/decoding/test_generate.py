@@ -232,3 +232,24 @@ def test_one_forward_of_one_new_token_per_step_even_when_backspacing(make_model)
     assert int(out.num_backspaces.sum()) >= 10
     assert widths[0] == ids.shape  # the prefill
     assert widths[1:] == [torch.Size([4, 1])] * 19  # no recompute: one slot per row per action (last one unfed)
+
+
+# ----- issue 23: inputs that used to crash inside torch or pass silently --------------------------------------------
+def test_float_input_ids_and_eos_outside_the_vocabulary_are_named(make_model):
+    model = make_model("tiny-gpt2", vocab_size=32)
+    with pytest.raises(ValueError, match="integer token ids, got dtype torch.float32"):
+        generate(model, torch.tensor([[1.0, 2.0]]), max_new_actions=2, eos_token_id=3)
+    with pytest.raises(ValueError, match=r"eos_token_id 99 is outside the model's vocabulary \[0, 32\)"):
+        generate(model, torch.tensor([[1, 2]]), max_new_actions=2, eos_token_id=99)
+    with pytest.raises(ValueError, match="input_ids hold id 40"):
+        generate(model, torch.tensor([[1, 40]]), max_new_actions=2, eos_token_id=3)
+
+
+def test_suppressed_ids_are_never_actions_but_eos_stays(make_model):
+    model = make_model("tiny-gpt2", vocab_size=8)
+    ids = torch.tensor([[1, 2]] * 8)
+    out = generate(model, ids, max_new_actions=30, eos_token_id=None, suppress_ids=[0, 5, 6], seed=0)
+    taken = {a for row in out.actions for a in row}
+    assert taken and not taken & {0, 5, 6}
+    out = generate(model, ids, max_new_actions=30, eos_token_id=5, suppress_ids=[5], seed=0)
+    assert any(5 in row for row in out.actions)  # an id that is also <eos> is kept (GPT-2 pads with <eos>)

@@ -78,3 +78,18 @@ def test_true_nll():
     assert out["nll"] == pytest.approx((math.log(2) + math.log(4)) / 2)
     assert out["impossible_fraction"] == pytest.approx(1 / 3)
     assert out["nll_per_token"] == pytest.approx((math.log(2) + math.log(4)) / 3)
+
+
+def test_mauve_call_prints_no_faiss_clustering_warning(capfd):
+    """issue 23: faiss printed "WARNING clustering 16 points to 2 centroids" five times per MAUVE call."""
+    pytest.importorskip("mauve")
+    import numpy as np
+
+    from seqlevel.metrics.mauve import mauve
+
+    rng = np.random.default_rng(0)
+    res = mauve(p_features=rng.normal(size=(16, 4)), q_features=rng.normal(size=(16, 4)) + 1, num_buckets=2,
+                kmeans_num_redo=5, kmeans_max_iter=10)
+    assert 0 < res.mauve <= 1
+    out, err = capfd.readouterr()
+    assert "WARNING clustering" not in out + err

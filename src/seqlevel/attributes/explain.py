@@ -13,6 +13,9 @@ import torch
 
 from seqlevel.attributes.estimate import Counterfactual, counterfactuals, trace
 from seqlevel.attributes.model import AttributeModel
+from seqlevel.decoding.decoder import context_length
+
+ROW_TOKENS = 40  # tokens per row of the figure: a long text wraps instead of becoming one very wide image
 
 
 @dataclass
@@ -77,6 +80,10 @@ def explain(model: AttributeModel, tokenizer, text: str, *, target: int | None =
         ids = [bos, *ids]
     if len(ids) < 2:
         raise ValueError(f"text {text!r} has fewer than 2 tokens after tokenisation; nothing to explain")
+    ctx = context_length(model.base)
+    if ctx is not None and len(ids) > ctx:
+        raise ValueError(f"the text has {len(ids)} tokens but the model's context is {ctx} positions; explain reads "
+                         f"the whole text in one pass (no sliding window), so shorten it to at most {ctx} tokens")
     x = torch.tensor(ids, device=next(model.parameters()).device)
     tr = trace(model, x[None])
     est, credit, tp = tr.estimate[0].cpu(), tr.credit[0].cpu(), tr.token_probs[0].cpu()
@@ -87,36 +94,64 @@ def explain(model: AttributeModel, tokenizer, text: str, *, target: int | None =
         if not 1 <= pos < len(ids):
             raise ValueError(f"position {pos} is outside 1..{len(ids) - 1} (position 0 is the first token)")
     cfs = {pos: counterfactuals(model, x, pos, top=top, target=target) for pos in positions}
-    tokens = tokenizer.convert_ids_to_tokens(ids)
+    tokens = [_label(tokenizer, i) for i in ids]
     ex = Explanation(tokens=tokens, estimate=est, credit=credit, token_probs=tp, target=target, counterfactuals=cfs)
-    ex._names = {r.token_id: tokenizer.convert_ids_to_tokens(r.token_id) for rows in cfs.values() for r in rows}
+    ex._names = {r.token_id: _label(tokenizer, r.token_id) for rows in cfs.values() for r in rows}
     if output_png:
-        _plot(ex, output_png, model.kind)
+        _plot(ex, output_png, model.kind, text)
     return ex
 
 
-def _plot(ex: Explanation, path: str, kind: str) -> None:
+def _label(tokenizer, token_id: int) -> str:
+    """A token as a reader sees it: detokenised (``Ġfood`` -> ``food``), whitespace drawn (``␣``, ``⏎``)."""
+    text = tokenizer.decode([token_id])
+    if not text:
+        return str(tokenizer.convert_ids_to_tokens(token_id))
+    text = text.replace("\n", "⏎").replace("\t", "⇥")
+    return text.strip() if text.strip() else text.replace(" ", "␣")
+
+
+def _plot(ex: Explanation, path: str, kind: str, text: str) -> None:
+    """Estimates (top) and credits (bottom) per row of at most :data:`ROW_TOKENS` tokens, one legend, a title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     T = len(ex.tokens)
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 0.45 * T), 6), sharex=True)
-    xs = list(range(1, T))
-    if kind == "numeric":
-        ax1.plot(xs, ex.estimate[1:, 0].numpy(), marker="o", label="mean")
-    else:
-        for k in range(ex.estimate.shape[-1]):
-            ax1.plot(xs, ex.estimate[1:, k].numpy(), marker="o", lw=2 if k == ex.target else 1, label=f"P(a={k})")
-    ax1.set_ylabel("attribute estimate")
-    ax1.legend(fontsize=7, ncol=5)
-    c = ex.credit[1:, ex.target].numpy()
-    ax2.bar(xs, c, color=["tab:green" if v >= 0 else "tab:red" for v in c])
-    ax2.axhline(0, color="k", lw=0.5)
-    ax2.set_ylabel(f"credit (a={ex.target})")
-    ax2.set_xticks(xs)
-    ax2.set_xticklabels(ex.tokens[1:], rotation=60, ha="right", fontsize=8)
-    fig.tight_layout()
+    starts = list(range(1, T, ROW_TOKENS))
+    width = max(6.0, 0.42 * min(T - 1, ROW_TOKENS) + 1.5)  # inches; 40 tokens -> 18.3 in = 1830 px at dpi 100
+    fig, axes = plt.subplots(2 * len(starts), 1, figsize=(width, 3.6 * len(starts) + 0.8), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.2, 1] * len(starts)})
+    lo, hi = float(ex.credit[1:, ex.target].min()), float(ex.credit[1:, ex.target].max())
+    pad = 0.05 * max(hi - lo, 1e-3)
+    for r, a in enumerate(starts):
+        b = min(a + ROW_TOKENS, T)
+        ax1, ax2 = axes[2 * r, 0], axes[2 * r + 1, 0]
+        xs = list(range(a, b))
+        if kind == "numeric":
+            ax1.plot(xs, ex.estimate[a:b, 0].numpy(), marker="o", label="mean")
+        else:
+            for k in range(ex.estimate.shape[-1]):
+                ax1.plot(xs, ex.estimate[a:b, k].numpy(), marker="o", lw=2.5 if k == ex.target else 1,
+                         label=f"P(a={k})" + (" (target)" if k == ex.target else ""))
+            ax1.set_ylim(-0.02, 1.02)
+        ax1.set_ylabel("estimate", fontsize=10)
+        ax1.set_xlim(a - 0.6, a + ROW_TOKENS - 0.4)
+        ax1.set_xticks(xs)
+        ax1.set_xticklabels([])
+        c = ex.credit[a:b, ex.target].numpy()
+        ax2.bar(xs, c, color=["tab:green" if v >= 0 else "tab:red" for v in c])
+        ax2.axhline(0, color="k", lw=0.5)
+        ax2.set_ylim(min(lo, 0) - pad, max(hi, 0) + pad)  # one scale for every row
+        ax2.set_xlim(a - 0.6, a + ROW_TOKENS - 0.4)
+        ax2.set_ylabel(f"credit (a={ex.target})", fontsize=10)
+        ax2.set_xticks(xs)
+        ax2.set_xticklabels(ex.tokens[a:b], rotation=60, ha="right", fontsize=10)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper right", fontsize=11, ncol=min(len(names), 6), frameon=False)
+    shown = text if len(text) <= 90 else text[:87] + "..."
+    fig.suptitle(f"{shown!r}   target a={ex.target}", x=0.01, ha="left", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (3.6 * len(starts) + 0.8)))
     fig.savefig(path, dpi=100)
     plt.close(fig)

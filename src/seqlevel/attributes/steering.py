@@ -19,6 +19,8 @@ The rule math lives in plain functions (:func:`check_target`, :func:`target_prob
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from seqlevel.attributes.head import to_distribution
@@ -102,16 +104,31 @@ def check_alpha(alpha: float) -> None:
 class _AttributeRule:
     needs_hidden_states = True
 
-    def __init__(self, model, target: int):
-        check_target(model, target)
-        self.model, self.target = model, target
+    def __init__(self, model, target: int | Sequence[int]):
+        targets = [target] if isinstance(target, int) or not isinstance(target, Sequence) else list(target)
+        if not targets:
+            raise ValueError("no target class given; pass the wanted class (binary: 1 = attribute present)")
+        for t in targets:
+            check_target(model, t)
+        self.model, self.target, self.targets = model, targets[0], targets
 
-    def target_probs(self, ctx: StepContext) -> torch.Tensor:
-        """``(R, V)`` P(a* | x<t, v) for the live rows."""
+    def _hidden(self, ctx: StepContext) -> torch.Tensor:
         if ctx.hidden_states is None:
             raise ValueError("the steer hook got no hidden states; call generate(..., steer=rule) with this rule "
                              "(it sets needs_hidden_states) or output_hidden_states=True")
-        return target_probs(self.model, ctx.hidden_states[-1], self.target)
+        return ctx.hidden_states[-1]
+
+    def target_probs(self, ctx: StepContext) -> torch.Tensor:
+        """``(R, V)`` P(a* | x<t, v) for the live rows (the first target)."""
+        return target_probs(self.model, self._hidden(ctx), self.target)
+
+    def all_target_probs(self, ctx: StepContext) -> list[torch.Tensor]:
+        """Per target, ``(R, V)`` P(a*_i | x<t, v) for the live rows (one head pass for all of them)."""
+        if len(self.targets) == 1:
+            return [self.target_probs(ctx)]
+        with torch.no_grad():
+            dist = to_distribution(self.model.head.all_candidates(self._hidden(ctx)), self.model.kind)
+        return [dist[..., t] for t in self.targets]
 
 
 class ProductRule(_AttributeRule):
@@ -122,17 +139,23 @@ class ProductRule(_AttributeRule):
 
     Args:
         model: the :class:`~seqlevel.attributes.AttributeModel` whose head scores candidates.
-        target: the wanted class a*.
-        alpha: α ≥ 0.
+        target: the wanted class a*; several classes multiply their likelihoods (``Σ_i α_i · log P(a*_i | v)``,
+            as :class:`~seqlevel.attributes.ProductLogitsProcessor` with several targets).
+        alpha: α ≥ 0, one for all targets or one per target.
     """
 
-    def __init__(self, model, target: int, alpha: float = 1.0):
+    def __init__(self, model, target: int | Sequence[int], alpha: float | Sequence[float] = 1.0):
         super().__init__(model, target)
-        check_alpha(alpha)
-        self.alpha = float(alpha)
+        alphas = [float(a) for a in alpha] if isinstance(alpha, Sequence) else [float(alpha)] * len(self.targets)
+        if len(alphas) != len(self.targets):
+            raise ValueError(f"{len(alphas)} alphas for {len(self.targets)} targets; give one alpha for all "
+                             "targets or one per target")
+        for a in alphas:
+            check_alpha(a)
+        self.alpha, self.alphas = alphas[0], alphas
 
     def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return product_scores(scores, [self.target_probs(ctx)], [self.alpha])
+        return product_scores(scores, self.all_target_probs(ctx), self.alphas)
 
 
 class SatisficingRule(_AttributeRule):
@@ -145,13 +168,18 @@ class SatisficingRule(_AttributeRule):
         top_k: candidates considered, by p. epsilon: minimum p. tau: attribute threshold τ ∈ [0, 1].
     """
 
-    def __init__(self, model, target: int, top_k: int = 20, epsilon: float = 1e-3, tau: float = 0.8):
+    def __init__(self, model, target: int | Sequence[int], top_k: int = 20, epsilon: float = 1e-3,
+                 tau: float = 0.8):
         super().__init__(model, target)
         check_satisficing(top_k, epsilon, tau)
         self.top_k, self.epsilon, self.tau = top_k, epsilon, tau
 
     def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return satisficing_scores(scores, self.target_probs(ctx), self.top_k, self.epsilon, self.tau)
+        attrs = self.all_target_probs(ctx)
+        score = attrs[0]
+        for a in attrs[1:]:  # several targets: the product of their probabilities, as SatisficingLogitsProcessor
+            score = score * a
+        return satisficing_scores(scores, score, self.top_k, self.epsilon, self.tau)
 
 
 class BacktrackRule(_AttributeRule):
@@ -173,6 +201,9 @@ class BacktrackRule(_AttributeRule):
     """
 
     def __init__(self, model, target: int, threshold: float = 0.2, inner=None, max_backspaces: int = 8):
+        if not isinstance(target, int):
+            raise ValueError(f"the backtracking rule takes one target class, got {target!r}; steer towards several "
+                             "classes with the product or satisficing rule")
         super().__init__(model, target)
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}; it is a drop in probability of the "
@@ -223,3 +254,52 @@ class BacktrackRule(_AttributeRule):
                 out[i] = scores[i].float().log_softmax(-1)
                 out[i, ctx.backspace_id] = _NEG
         return force_action(out, force, ctx.backspace_id)
+
+
+RULES = ("product", "satisficing", "backtrack")
+
+
+def steering_rule(model, rule: str, targets: Sequence[int], alphas: Sequence[float] = (), threshold: float | None = None,
+                  backspace_id: int | None = None):
+    """The decoder steer for one of :data:`RULES` (what ``seqlevel generate --steer`` builds).
+
+    Args:
+        model: the :class:`~seqlevel.attributes.AttributeModel`.
+        rule: ``product`` (:class:`ProductRule`), ``satisficing`` (:class:`SatisficingRule`) or ``backtrack``
+            (:class:`BacktrackRule` around a :class:`ProductRule` when ``alphas`` are given).
+        targets: the wanted classes; several multiply (product and satisficing; backtrack takes one).
+        alphas: product weights: none (1.0), one for all targets or one per target.
+        threshold: satisficing: the attribute threshold τ (default 0.8); backtrack: the credit drop that backs up
+            (default 0.2); product: not used.
+        backspace_id: the ``<bksp>`` id, needed by ``backtrack``.
+
+    Returns:
+        A steer hook for :func:`seqlevel.decoding.generate`.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown steering rule {rule!r}; choose one of {', '.join(RULES)}")
+    if model.kind == "numeric":
+        raise ValueError("steering needs a binary or categorical head (a target class); this model's head is "
+                         "numeric")
+    targets = list(targets)
+    if not targets:
+        raise ValueError(f"--steer {rule} needs a --target class (binary head: 1 = attribute present)")
+    if rule == "product":
+        if threshold is not None:
+            raise ValueError("--threshold does nothing with --steer product (it weighs with --alpha); pass it with "
+                             "--steer satisficing (τ) or --steer backtrack")
+        return ProductRule(model, targets, list(alphas) or 1.0)
+    if rule == "satisficing":
+        if alphas:
+            raise ValueError("--alpha does nothing with --steer satisficing (it keeps candidates whose attribute "
+                             "probability is >= --threshold); drop --alpha or use --steer product")
+        return SatisficingRule(model, targets, tau=0.8 if threshold is None else threshold)
+    if len(targets) != 1:
+        raise ValueError(f"--steer backtrack takes one --target, got {len(targets)}; steer towards several classes "
+                         "with --steer product or satisficing")
+    if backspace_id is None:
+        raise ValueError("--steer backtrack deletes tokens with <bksp>, and this model's tokenizer has no <bksp> "
+                         "token; train the CAT model on a base that has one (e.g. a SequenceMatch model) or use "
+                         "--steer product / satisficing")
+    inner = ProductRule(model, targets, list(alphas)) if alphas else None
+    return BacktrackRule(model, targets[0], threshold=0.2 if threshold is None else threshold, inner=inner)

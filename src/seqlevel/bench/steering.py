@@ -117,10 +117,19 @@ def _run(args: Config) -> dict:
 
 
 def format_result(result: dict) -> str:
-    """Accuracy / mean P(target) / NLL per target star and method."""
+    """Accuracy / mean P(target) / NLL (and the share of ungrammatical texts) per target star and method; says why
+    when no text was grammatical (the ``--quick`` model's 30 training steps do not teach the grammar)."""
+    def cell(v: dict) -> str:
+        nll = "n/a" if v["nll"] != v["nll"] else f"{v['nll']:.1f}"  # NaN: no grammatical text to score
+        return f"{v['accuracy']:.2f}/{v['mean_p_target']:.2f}/{nll} ({v['invalid']:.0%} invalid)"
+
     lines = [f"steering on reviews: {result['samples']} samples per target and method "
-             "(accuracy / mean P(target) / NLL nats)"]
+             "(accuracy / mean P(target) / NLL nats, and the share of ungrammatical texts)"]
     for star, row in result["targets"].items():
-        cells = "  ".join(f"{k}: {v['accuracy']:.2f}/{v['mean_p_target']:.2f}/{v['nll']:.1f}" for k, v in row.items())
-        lines.append(f"  {star}★  {cells}")
+        lines.append(f"  {star}★  " + "  ".join(f"{k}: {cell(v)}" for k, v in row.items()))
+    cells = [v for row in result["targets"].values() for v in row.values()]
+    if cells and all(v["invalid"] == 1.0 for v in cells):
+        lines.append("  every generated text is ungrammatical in the reviews language, so it scores accuracy 0 and "
+                     "P(target) 0 and has no NLL (n/a): the model has not learnt the grammar yet (--quick trains 30 "
+                     "steps, a smoke test); run without --quick (1500 steps) for meaningful numbers")
     return "\n".join(lines)

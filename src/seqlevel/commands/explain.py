@@ -10,7 +10,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="a CAT model directory: written by `seqlevel train --objective cat` "
                         "(AttributeModel.save_pretrained)")
-    p.add_argument("--text", required=True, help="the text to explain")
+    p.add_argument("--text", required=True,
+                   help="the text to explain, at most the model's context length in tokens: it is read in one pass, "
+                        "so a longer text is refused (no sliding window); the PNG wraps it into rows of 40 tokens")
     p.add_argument("--tokenizer", default=None, help="tokenizer name/path (default: the model directory)")
     p.add_argument("--target", type=int, default=None, help="class whose credit/deltas are shown")
     p.add_argument("--positions", type=int, nargs="*", default=None,

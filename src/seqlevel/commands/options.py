@@ -95,6 +95,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, base=None) -> Non
             if action.help and not action.option_strings[0].startswith("--no"):
                 shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
                 action.help = f"{action.help} (default: {shown})"
+            if action.help and action.option_strings[0].startswith("--no") and isinstance(action,
+                                                                                   argparse._StoreFalseAction):
+                # HfArgumentParser gives --no-x the help of --x, which says the opposite
+                action.help = f"switch off --{f.name.replace('_', '-')} (on by default: {action.help})"
             if action.help:
                 action.help = action.help.replace("%", "%%")  # argparse %-formats help strings
             action.default = argparse.SUPPRESS

@@ -114,8 +114,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     by_dest = {a.dest: a for a in p._actions}
     for alias, dest in ALIASES.items():
         target = by_dest[dest]
-        aliases.add_argument(f"--{alias.replace('_', '-')}", dest=dest, type=target.type,
-                             help=f"same as --{dest}")
+        aliases.add_argument(f"--{alias.replace('_', '-')}", dest=dest, type=target.type, action=_Alias,
+                             help=f"same as --{dest.replace('_', '-')}")
+    for a in p._actions:  # HfArgumentParser gives --no_x the help of --x, which says the opposite
+        if a.option_strings and a.option_strings[0].startswith("--no_") and isinstance(a, argparse._StoreFalseAction):
+            a.help = f"switch off --{a.dest.replace('_', '-')} (on by default: {a.help})"
     for a in p._actions:  # only options given on the command line appear in the namespace
         if a.dest in ("help", "version"):
             continue
@@ -126,6 +129,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             a.help = a.help.replace("%", "%%")  # TrainingArguments' help has literal '%'
         a.default = argparse.SUPPRESS
         a.required = False  # checked after --config is merged in (see _options)
+
+
+class _Alias(argparse._StoreAction):
+    """An alias flag (``--batch-size``) that remembers it was given, so that it and its option
+    (``--per-device-train-batch-size``) given with different values is an error, not "the last one wins"."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = dict(getattr(namespace, "_aliases_given", {}))
+        if hasattr(namespace, self.dest) and getattr(namespace, self.dest) != values and self.dest not in given:
+            given[self.dest] = (option_string, values, getattr(namespace, self.dest))  # the option came first
+        else:
+            given[self.dest] = (option_string, values, None)
+        namespace._aliases_given = given
+        setattr(namespace, self.dest, values)
+
+
+def _check_aliases(args: argparse.Namespace) -> None:
+    """Refuse an alias and its option given with different values (see :class:`_Alias`)."""
+    for dest, (flag, value, before) in getattr(args, "_aliases_given", {}).items():
+        other = before if before is not None else getattr(args, dest)
+        if other != value:
+            raise ValueError(f"{flag} {value} and --{dest.replace('_', '-')} {other} set the same option ({flag} "
+                             "is an alias of it) to different values; pass one of them")
 
 
 def _copy_field(f: dataclasses.Field, hint) -> dataclasses.Field:
@@ -190,6 +216,7 @@ def _read_config_file(path: str, known: set[str], actions: dict | None = None) -
 
 def _options(args: argparse.Namespace) -> tuple[TrainScriptArguments, type, dict]:
     """The script arguments, the config class and the given config options (file < command line)."""
+    _check_aliases(args)
     given = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
     known = set(_fields(TrainScriptArguments)) | {n for c in set(METHOD_CONFIGS.values()) for n in _fields(c)}
     if given.get("config"):
@@ -253,6 +280,13 @@ def _check_sequencematch_steps(cfg, n_examples: int) -> None:
 
 
 def _peft_config(script, tok, model):
+    if script.lora_r < 1:
+        raise ValueError(f"--lora-r must be a positive integer (the LoRA rank), got {script.lora_r}; e.g. --lora-r 16 "
+                         "(the SequenceMatch paper used 64)")
+    if not script.lora_alpha > 0:
+        raise ValueError(f"--lora-alpha must be > 0, got {script.lora_alpha}; e.g. --lora-alpha 16")
+    if not 0.0 <= script.lora_dropout < 1.0:
+        raise ValueError(f"--lora-dropout must be in [0, 1), got {script.lora_dropout}")
     try:
         from peft import LoraConfig
     except ImportError as e:
@@ -296,6 +330,11 @@ def _build(script, cls, opts: dict, notes: list[str]):
     for k, v in CLI_DEFAULTS.items():
         opts.setdefault(k, v)
     noise_fn = None
+    if cls is SequenceMatchConfig and script.eval_dataset:
+        raise ValueError("--eval-dataset is not supported with --objective sequencematch (its trainer trains on "
+                         "encoded trajectories); drop --eval-dataset and --eval-strategy, and evaluate the saved "
+                         "model with `seqlevel evaluate`")
+    _check_precision(opts)
     if cls is SequenceMatchConfig and script.dataset == "arithmetic":
         train, evald, tok, model, noise_fn = _arithmetic(script, opts)
     else:
@@ -310,11 +349,26 @@ def _build(script, cls, opts: dict, notes: list[str]):
             train = render_messages(train, tok)  # prompt/completion: SequenceMatch imitates the reply only
     _resolve_lengths(script, cls, opts, model, notes)
     cfg = cls(**opts)
-    if cfg.eval_strategy != "no" and evald is None:
-        raise ValueError(f"--eval_strategy {cfg.eval_strategy} needs evaluation data; pass --eval-dataset PATH")
+    strategy = getattr(cfg.eval_strategy, "value", cfg.eval_strategy)  # an IntervalStrategy, shown as its value
+    if strategy != "no" and evald is None:
+        if cls is SequenceMatchConfig:
+            raise ValueError(f"--eval-strategy {strategy} needs evaluation data, which --objective sequencematch "
+                             "does not take; drop --eval-strategy and evaluate the saved model with "
+                             "`seqlevel evaluate`")
+        raise ValueError(f"--eval-strategy {strategy} needs evaluation data; pass --eval-dataset PATH")
     peft_config = _peft_config(script, tok, model) if script.use_peft else None
     with _missing_integration(cfg):
         return cfg, _trainer(script, cls, cfg, model, tok, train, evald, noise_fn, peft_config)
+
+
+def _check_precision(opts: dict) -> None:
+    """--bf16/--fp16 without a GPU: our one line instead of the Trainer's message about use_cpu."""
+    import torch
+
+    for flag in ("bf16", "fp16"):
+        if opts.get(flag) and not opts.get("use_cpu") and not torch.cuda.is_available():
+            raise ValueError(f"--{flag} needs a CUDA GPU, and none is available on this machine; drop --{flag} "
+                             "(training on the CPU runs in float32)")
 
 
 @contextlib.contextmanager

@@ -137,13 +137,19 @@ def _remove_old_checkpoints(out: str) -> None:
               file=sys.stderr)
 
 
-def _describe(cfg, script, notes: list[str]) -> str:
+def _describe(cfg, script, notes: list[str], resume_from: str | None = None) -> str:
     lines = [f"seqlevel train: --objective {script.objective} ({type(cfg).__name__}), model {script.model}, "
              f"dataset {script.dataset}",
              f"  learning_rate {cfg.learning_rate:g}, batch {cfg.per_device_train_batch_size} x grad-accum "
              f"{cfg.gradient_accumulation_steps}, "
              + (f"max_steps {cfg.max_steps}" if cfg.max_steps > 0 else f"epochs {cfg.num_train_epochs:g}")
              + f", max_length {cfg.max_length}, output {cfg.output_dir}"]
+    if script.use_peft:
+        targets = " ".join(script.lora_target_modules)
+        lines.append(f"  LoRA on: rank {script.lora_r}, alpha {script.lora_alpha}, dropout {script.lora_dropout:g}, "
+                     f"modules {targets}; the merged model is saved")
+    if resume_from is not None:
+        lines.append(f"  resuming from {resume_from}")
     lines += [f"  note: {n}" for n in notes]
     if script.objective != "mle":
         what = {"sequencematch": "the behaviour-cloning NLL of the (noise-augmented) data actions",
@@ -166,12 +172,14 @@ def _save(trainer, script, out: str) -> None:
 def execute(script, cfg, trainer, notes: list[str], argv: list[str] | None, created: bool) -> int:
     """Train under the output lock, save the model and ``train_results.json``; returns the exit status."""
     out = cfg.output_dir
-    print(_describe(cfg, script, notes), file=sys.stderr)
+    resume_from = _last_checkpoint(out) if script.resume else None
+    print(_describe(cfg, script, notes, resume_from), file=sys.stderr)
     with output_lock(out, created), _sigterm_as_interrupt():
         if script.overwrite_output_dir:
             _remove_old_checkpoints(out)
         try:
-            result = trainer.train(resume_from_checkpoint=True if script.resume else None)
+            # the checkpoint the header names (None with --resume: the trainer says there is no complete one)
+            result = trainer.train(resume_from_checkpoint=(resume_from or True) if script.resume else None)
             _save(trainer, script, out)
             metrics = dict(result.metrics)
             trainer.save_metrics("train", metrics)  # train_results.json + all_results.json, as Trainer scripts do

@@ -88,10 +88,22 @@ def _check_inputs(model, input_ids, attention_mask, max_new_actions, max_new_tok
         raise ValueError(f"max_new_tokens must be >= 1 or None, got {max_new_tokens}; it caps the live length")
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}; pass the ids the "
+                         "tokenizer returned (return_tensors='pt'), or convert with input_ids.long()")
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids shape "
                          f"{tuple(input_ids.shape)}; pass the mask the tokenizer returned with these ids")
     V = _vocab_size(model)
+    bad_eos = [e for e in eos_ids if not 0 <= e < V]
+    if bad_eos:
+        raise ValueError(f"eos_token_id {bad_eos[0]} is outside the model's vocabulary [0, {V}), so no row could "
+                         "ever end with it; pass the tokenizer's eos_token_id (or None to never stop early)")
+    real = input_ids[attention_mask.bool()]  # padding may hold any id
+    if real.numel() and not (0 <= int(real.min()) and int(real.max()) < V):
+        bad = int(real.max()) if int(real.max()) >= V else int(real.min())
+        raise ValueError(f"input_ids hold id {bad}, outside the model's vocabulary [0, {V}); encode the prompts "
+                         "with the tokenizer the model was trained with")
     if backspace_id is not None and not 0 <= backspace_id < V:
         raise ValueError(f"backspace_id {backspace_id} is outside the model's vocabulary [0, {V}); add the "
                          "<bksp> token to the tokenizer and resize the embeddings first")
@@ -146,6 +158,7 @@ def generate(
     seed: int | None = None,
     steer: Steer | None = None,
     output_hidden_states: bool = False,
+    suppress_ids: Sequence[int] = (),
 ) -> GenerateOutput:
     """Generate from a causal LM whose action space may include ``<bksp>``; rows backspace independently.
 
@@ -164,6 +177,9 @@ def generate(
         seed: seeds the sampling stream, so the same call returns the same actions.
         steer: hook ``steer(scores, ctx) -> scores | None`` called each step on the live rows (see :mod:`.steer`).
         output_hidden_states: give the steer hook hidden states even if it does not set ``needs_hidden_states``.
+        suppress_ids: ids that are never an action (e.g. ``<pad>``, ``<unk>``): their scores are ``-inf`` before
+            the steer hook and the sampling rule. An id that is also an ``eos_token_id`` or ``backspace_id`` is
+            kept (GPT-2 pads with ``<eos>``).
 
     Returns:
         :class:`GenerateOutput` with per-row actions, final sequences and counts.
@@ -175,6 +191,7 @@ def generate(
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     eos_ids = _as_eos_ids(eos_token_id)
+    suppress = sorted({int(i) for i in suppress_ids if i is not None} - set(eos_ids) - {backspace_id})
     prompt_len, ctx_len = _check_inputs(model, input_ids, attention_mask, max_new_actions, max_new_tokens,
                                         eos_ids, backspace_id)
     device = next(model.parameters()).device
@@ -230,6 +247,8 @@ def generate(
         if bool(done.all()):
             break
         scores = logits
+        if suppress:
+            scores[:, suppress] = float("-inf")  # logits is this step's own float copy: safe to write
         if steer is not None:
             scores = _apply_steer(steer, scores, step, done, L, prompt_len, live_tok, hidden, backspace_id, eos_ids)
         action = choose_actions(scores, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,

@@ -37,15 +37,54 @@ class EvalConfig:
     seed: int = 0
     batch_size: int = 16
     output_dir: str = "runs/evaluate"
+    text_field: str = "text"  # column of text records (``seqlevel train --dataset-text-field``)
+    data_config: str | None = None  # Hub dataset configuration
+    data_split: str | None = None  # split of a Hub dataset or DatasetDict directory (default train)
 
 
-def _texts(data: str) -> list[str]:
-    from seqlevel.data import load_text_dataset
+def _examples(cfg: EvalConfig, ds, tok) -> tuple[list[tuple[list[int], list[int]]], int, bool]:
+    """``(prompt ids, whole example ids)`` per usable record, read as ``seqlevel train`` reads them; also the
+    longest example's length and whether the prompts come from the records (not the first ``prompt_tokens``).
 
-    ds = load_text_dataset(data)
-    if "text" not in ds.column_names:
-        raise ValueError(f"{data!r} has columns {ds.column_names}; evaluate needs a 'text' column")
-    return [t for t in ds["text"] if t and t.strip()]
+    Text records (``cfg.text_field``) and token ids: the first ``prompt_tokens`` tokens are the prompt (examples
+    not longer than that are skipped). ``prompt`` + ``completion`` records: the record's prompt; ``messages``
+    (chat): rendered with the tokenizer's chat template into prompt + completion, as for training.
+    """
+    from seqlevel.data import render_messages
+
+    cols = ds.column_names
+    if "input_ids" not in cols and cfg.text_field not in cols and "messages" in cols and "prompt" not in cols:
+        ds, cols = render_messages(ds, tok), ["prompt", "completion"]
+
+    def enc(text):
+        return tok(text, add_special_tokens=False)["input_ids"] if text else []
+
+    if "input_ids" in cols or cfg.text_field in cols:
+        col = "input_ids" if "input_ids" in cols else cfg.text_field
+        bad = next((v for v in ds[col] if col != "input_ids" and v is not None and not isinstance(v, str)), None)
+        if bad is not None:
+            raise ValueError(f"column {col!r} of {cfg.data!r} holds a {type(bad).__name__}, not text; pass "
+                             "--text-field naming a column of strings")
+        full = [list(v) if col == "input_ids" else enc(v) for v in ds[col] if v]
+        usable = [(x[: cfg.prompt_tokens], x) for x in full if len(x) > cfg.prompt_tokens]
+        return usable, max((len(x) for x in full), default=0), False
+    if "prompt" in cols and "completion" in cols:
+        out = []
+        for p, c in zip(ds["prompt"], ds["completion"]):
+            pi, ci = enc(p), enc(c)
+            if pi and ci:
+                out.append((pi, pi + ci))
+        return out, max((len(x) for _, x in out), default=0), True
+    raise ValueError(f"{cfg.data!r} has columns {cols}, but evaluate needs {cfg.text_field!r} (text; see "
+                     "--text-field), 'prompt' + 'completion', 'messages' (chat) or 'input_ids', as seqlevel train")
+
+
+def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, W)`` left-padded ids and their attention mask."""
+    W = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (W - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (W - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
 
 
 def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
@@ -83,19 +122,27 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
         from seqlevel.metrics.mauve import _require_mauve
 
         _require_mauve()  # fail before any work if the extra is missing
-    texts = _texts(cfg.data)
+    from seqlevel.data import load_text_dataset
+
+    ds = load_text_dataset(cfg.data, cfg.text_field, config=cfg.data_config, split=cfg.data_split)
     model, tok = load_model_and_tokenizer(cfg.model)
     model.eval()
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    usable = [(t, x) for t, x in zip(texts, ids) if len(x) > cfg.prompt_tokens]
+    feat_model, feat_tok = model, tok
+    if cfg.mauve and cfg.featurizer:  # before generating: a featurizer that cannot load fails in seconds
+        feat_model, feat_tok = load_model_and_tokenizer(cfg.featurizer)
+    usable, longest, own_prompts = _examples(cfg, ds, tok)
+    if not usable and own_prompts:
+        raise ValueError(f"no record of {cfg.data!r} has both a non-empty prompt and a non-empty completion")
     if not usable:
-        longest = max((len(x) for x in ids), default=0)
         raise ValueError(f"--prompt-tokens {cfg.prompt_tokens} is longer than the data: the longest example has "
                          f"{longest} tokens; use a smaller --prompt-tokens")
     ctx = context_length(model)
-    if ctx is not None and cfg.prompt_tokens >= ctx:
-        raise ValueError(f"--prompt-tokens {cfg.prompt_tokens} leaves no room to generate in the model's context of "
-                         f"{ctx} tokens; use --prompt-tokens {ctx - 1} or less")
+    longest_prompt = max(len(p) for p, _ in usable)
+    if ctx is not None and longest_prompt >= ctx:
+        flag = (f"--prompt-tokens {cfg.prompt_tokens}" if longest_prompt == cfg.prompt_tokens
+                else f"a prompt of {longest_prompt} tokens")
+        raise ValueError(f"{flag} leaves no room to generate in the model's context of {ctx} tokens; use "
+                         f"--prompt-tokens {ctx - 1} or less (or shorter prompts)")
     usable = usable[: cfg.num_samples]
     if len(usable) < 2:
         raise ValueError(f"only {len(usable)} example(s) are longer than --prompt-tokens {cfg.prompt_tokens}; "
@@ -111,10 +158,11 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
     bar = tqdm(total=len(usable), desc="generating", disable=not progress)
     for i in range(0, len(usable), cfg.batch_size):
         chunk = usable[i : i + cfg.batch_size]
-        prompts = [x[: cfg.prompt_tokens] for _, x in chunk]
-        inp = torch.tensor(prompts)  # equal lengths: no padding needed
-        out = generate(model, inp, max_new_actions=cfg.max_new_actions, eos_token_id=tok.eos_token_id,
-                       backspace_id=bksp, do_sample=True, seed=cfg.seed + i)
+        prompts = [p for p, _ in chunk]
+        inp, mask = _left_pad(prompts, tok.pad_token_id if tok.pad_token_id is not None else 0)
+        out = generate(model, inp, mask, max_new_actions=cfg.max_new_actions, eos_token_id=tok.eos_token_id,
+                       backspace_id=bksp, do_sample=True, seed=cfg.seed + i,
+                       suppress_ids=[tok.pad_token_id, tok.unk_token_id])
         for (_, full), p, seq, acts in zip(chunk, prompts, out.sequences, out.actions):
             gen = [t for t in seq if t != tok.eos_token_id]
             human.append(tok.decode(full, skip_special_tokens=True))
@@ -129,6 +177,7 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
     ppl = perplexity(model, [x[:keep] + eos for _, x in usable], pad_id=tok.pad_token_id or 0)
     metrics = {
         "model": cfg.model, "data": cfg.data, "num_samples": len(usable), "prompt_tokens": cfg.prompt_tokens,
+        "prompts": "the records' prompts" if own_prompts else f"the first {cfg.prompt_tokens} tokens",
         "perplexity": ppl["perplexity"], "nll": ppl["nll"], "perplexity_unit": "per token",
         "diversity_mixce": distinct_ngram_diversity(gen_tokens),
         "diversity_simctg": simctg_diversity(gen_tokens),
@@ -139,10 +188,6 @@ def evaluate_model(cfg: EvalConfig, progress: bool = True) -> dict:
     if bksp is not None:
         metrics["backspace"] = backspace_usage(all_actions, bksp)
     if cfg.mauve:
-        if cfg.featurizer:
-            feat_model, feat_tok = load_model_and_tokenizer(cfg.featurizer)
-        else:
-            feat_model, feat_tok = model, tok
         n = len(human)
         res = mauve_with_error_bars(p_texts=human, q_texts=model_texts, featurizer=feat_model,
                                     featurizer_tokenizer=feat_tok, featurizer_name=cfg.featurizer or cfg.model,
@@ -166,9 +211,12 @@ def _report(m: dict, human: list[str], model: list[str]) -> str:
         rows.append(("MAUVE", report_line(m["mauve"])))
     if "backspace" in m:
         rows.append(("backspace rate", f"{m['backspace']['rate']:.3f}"))
+    prompts = m.get("prompts") or f"the first {m['prompt_tokens']} tokens"
     lines = [f"# Evaluation of `{m['model']}` on `{m['data']}`", "",
-             f"{m['num_samples']} samples, {m['prompt_tokens']}-token prompts, ancestral sampling.", "",
-             "| metric | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "", "## Examples", ""]
+             f"{m['num_samples']} samples, prompts: {prompts}, ancestral sampling.", "",
+             "| metric | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]]
+    if human:
+        lines += ["", "## Examples", ""]
     for h, g in zip(human, model):
         lines += [f"- human: {h[:200]!r}", f"  model: {g[:200]!r}"]
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ score is comparable only under one featurizer (so its name and feature dimension
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -128,7 +129,32 @@ def mauve(p_features: np.ndarray | None = None, q_features: np.ndarray | None = 
     if p.shape[1] != q.shape[1]:
         raise ValueError(f"p and q features differ in width ({p.shape[1]} vs {q.shape[1]}); use one featurizer")
     mauve_options.setdefault("verbose", False)
-    return lib.compute_mauve(p_features=p, q_features=q, **mauve_options)
+    with _quiet_stderr():  # faiss prints "WARNING clustering 16 points to 2 centroids" per k-means run, in C
+        return lib.compute_mauve(p_features=p, q_features=q, **mauve_options)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to /dev/null inside the block (faiss writes its warnings there with fprintf, so
+    ``warnings`` and ``sys.stderr`` cannot catch them; ``sys.stderr`` may not even be descriptor 2)."""
+    import os
+    import sys
+
+    fd = 2
+    sys.stderr.flush()
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no descriptor 2 (a daemon): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
 
 
 # Below these, a MAUVE number is flagged as not meaningful (``MauveResult.warning``) rather than reported.

@@ -168,8 +168,11 @@ class SafeCheckpointMixin:
         args = self.args
         limit = args.save_total_limit
         args.save_total_limit = None  # rotate only once the new checkpoint is complete (below)
+        from seqlevel.trainers.console import no_save_bars
+
         try:
-            super()._save_checkpoint(model, trial)
+            with no_save_bars():  # one save bar per run: the final model's, not one per checkpoint
+                super()._save_checkpoint(model, trial)
         finally:
             args.save_total_limit = limit
         run_dir = self._get_output_dir(trial=trial)

@@ -128,6 +128,9 @@ class NumericalGuardMixin:
         self._guard_capture = None  # set while diagnosing: terms are captured, nothing is acted on
         self._nll_sum, self._nll_since = 0.0, 0  # the plain NLL of the steps since the last log (see log())
         self.add_callback(_GuardCallback(self))
+        from seqlevel.trainers.console import quiet_console
+
+        quiet_console(self)  # short console lines, no tables: everything still reaches report_to and log_history
 
     # ----- configuration ------------------------------------------------------------------------------------
     @property
