@@ -55,6 +55,7 @@ SETTINGS: dict[str, tuple[float, str, dict, dict]] = {
     "ae_c0.05_nonorm": (0.5, "chi2_mix", {"eos_handling": "absorbing_eos", "occupancy_normalize": False,
                                           "chi2_weight": 0.05}, {}),
     "ae_tv": (0.5, "tv", {"eos_handling": "absorbing_eos"}, {}),
+    "ae_c0.01_3000": (0.5, "chi2_mix", {"eos_handling": "absorbing_eos", "finetune_steps": 3000}, {}),
 }
 
 
@@ -113,8 +114,11 @@ def _write(path: str, row: dict | None) -> None:
         return
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
+    def f(k):
+        return "-" if row[k] is None else f"{row[k]:.3f}"
+
     print(f"{row['setting']}: unc {row['uncovered_rate']:.5f} cov {row['covered_rate']:.5f} "
-          f"p_unc {row['p_bksp_uncovered']:.3f} p_cov {row['p_bksp_covered']:.3f} p_valid {row['p_bksp_valid']:.3f} "
+          f"p_unc {f('p_bksp_uncovered')} p_cov {f('p_bksp_covered')} p_valid {f('p_bksp_valid')} "
           f"nll {row['token_nll']:.4f}", file=sys.stderr, flush=True)
 
 

@@ -68,3 +68,36 @@ def test_unsupported_divergence_is_refused():
     batch, logits, kind = _setup()
     with pytest.raises(ValueError, match="chi2_mix, chi2 or tv"):
         sequencematch_parts(logits, batch, kind, KINDS, divergence="js")
+
+
+def test_the_tail_pulls_the_bksp_row_only_with_the_full_softmax_at_the_absorbing_state():
+    """Issue 21's reversed sign, pinned on a tiny network: with eos="absorbing" the absorbing tail's pieces put a
+    gradient on the <bksp> unembedding row (the direction every state's <bksp> logit shares), and a step on them
+    lowers the <bksp> logit where the model is sure of <bksp> after <eos>; with eos="absorbing_eos" they put none."""
+    from seqlevel.backspace import add_backspace_token, model_inputs
+    from seqlevel.presets import byte_tokenizer, tiny_model
+
+    tok = byte_tokenizer()
+    model = tiny_model("tiny-gpt2", tokenizer=tok, seed=0, n_layer=1, n_embd=16, n_head=2)
+    bk, eos = add_backspace_token(model, tok), int(tok.eos_token_id)
+    trajs = [([int(tok.bos_token_id)], [65, 66, eos], True), ([int(tok.bos_token_id)], [67, 65, eos], False)]
+    batch = collate([encode(p, a, bk, eos_id=eos, is_data=d) for p, a, d in trajs], int(tok.pad_token_id))
+    model.eval()
+    with torch.no_grad():  # a BC checkpoint never trained after <eos>: make it sure of <bksp> there
+        h = model.transformer(**model_inputs(batch)).last_hidden_state[batch["eos_abs"]].mean(0)
+        model.lm_head.weight[bk] += 20.0 * h / (h @ h)
+    kind = torch.where(batch["eos_abs"], 1, 0)
+    row = model.lm_head.weight
+    for eos_mode, moved in (("absorbing", True), ("absorbing_eos", False)):
+        logits = model(**model_inputs(batch)).logits
+        parts = sequencematch_parts(logits, batch, kind, ("transition", "tail"), eos=eos_mode, chi2_weight=0.25)
+        tail = parts["data_linear/tail"] + parts["data_r2/tail"] + parts["model_r2/tail"]
+        g, = torch.autograd.grad(tail, row)
+        if moved:
+            assert float(g[bk].abs().sum()) > 0
+            pi = torch.softmax(logits[batch["eos_abs"]].float(), -1)[:, bk]
+            assert float(pi.min()) > 0.5  # the premise: <bksp> dominates after <eos>
+            hidden = model.transformer(**model_inputs(batch)).last_hidden_state[batch["eos_abs"]]
+            assert float((-(g[bk] * hidden).sum(-1)).max()) < 0  # a step lowers the <bksp> logit there
+        else:
+            assert float(g[bk].abs().max()) == 0.0

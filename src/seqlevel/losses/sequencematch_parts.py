@@ -5,7 +5,7 @@ term moves what (issue 21: which term lowers π(<bksp>) at states only the model
 
 * ``bc``: ``(1 − w)·BC``;
 * ``data_linear``: ``w·s·(−Ê_D[Σ γ^i r_i])``, the linear part of the data side's ``φ(r) = r − c·r²`` (for
-  ``tv`` the whole of it);
+  ``tv`` the whole of it), over the transitions; ``data_linear/tail`` the same over the absorbing tail;
 * ``data_r2/<kind>`` and ``model_r2/<kind>``: ``w·s·c·Ê[Σ γ^i r_i²]`` over the slots of one kind, on data and on
   model rows (the χ² terms; ``model_r2`` only for ``chi2_mix``, weight ``model_reg``);
 * ``value_data`` / ``value_model``: ``w·s·(1 − λ)·Ê_D[value]`` and ``w·s·λ·Ê_M[value]``;
@@ -62,7 +62,8 @@ def sequencematch_parts(
         sequence_weights: optional ``(B,)`` row weights, as :func:`sequencematch_loss`.
 
     Returns:
-        ``{"bc", "data_linear", "value_data", "value_model", "data_r2/<kind>", "model_r2/<kind>"}``, scalars.
+        ``{"bc", "data_linear", "data_linear/tail", "value_data", "value_model", "data_r2/<kind>",
+        "model_r2/<kind>"}``, scalars.
     """
     if divergence not in ("chi2_mix", "chi2", "tv"):
         raise ValueError(f"sequencematch_parts splits chi2_mix, chi2 or tv, got {divergence!r}")
@@ -85,13 +86,14 @@ def sequencematch_parts(
     has = (valid & (labels != -100)).to(dt)
     r = Q - gamma * V_next  # eq. (4)
     lin = has * w * r
+    lin_tail = torch.zeros_like(lin)
     sq = has * w * r**2
     value = valid.to(dt) * w * (V - gamma * V_next)
     if eos in ("absorbing", "absorbing_eos"):  # closed-form tail at u_K (losses/sequencematch.py)
         a = (eos_abs & (labels != -100)).to(dt)
         r_abs = Q - gamma * V
         tail_w = w / (1.0 - gamma)
-        lin = lin + a * tail_w * r_abs
+        lin_tail = a * tail_w * r_abs
         sq = sq + a * tail_w * r_abs**2
         value = value + eos_abs.to(dt) * w * V
     d, m = is_data.to(dt), (~is_data).to(dt)
@@ -108,6 +110,7 @@ def sequencematch_parts(
     out = {"bc": (1.0 - sm_weight) * bc_loss(logits, batch, num_items_in_batch=num_bc_targets)
            if sm_weight < 1 else zero}
     out["data_linear"] = -k * (d[:, None] * lin).sum() / n_d if n_d > 0 else zero
+    out["data_linear/tail"] = -k * (d[:, None] * lin_tail).sum() / n_d if n_d > 0 else zero
     out["value_data"] = k * (1.0 - lam) * (d * value.sum(1)).sum() / n_d if n_d > 0 else zero
     out["value_model"] = k * lam * (mv * value.sum(1)).sum() / n_mv if n_mv > 0 else zero
     kind = slot_kind.to(dev)
