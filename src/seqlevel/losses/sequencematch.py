@@ -18,12 +18,15 @@ Reconstructed choices (RECON in the notes), each a knob with the principled defa
 * ``eos="absorbing"``: after ``<eos>`` the state is absorbing and its infinite tail is summed in closed form
   (LS-IQ's ``treat_absorbing_states``); ``eos="done"`` is IQ-Learn's ``y = (1 − done) γ V'`` with no tail.
   ``eos="absorbing_eos"`` is the same tail for an absorbing state whose only action is ``<eos>``: its value is
-  its ``<eos>`` logit, ``V(u_K) = Q(u_K, <eos>)``, and the other logits at that slot play no part. In a network
-  this is what the tail needs (docs/results.md, issue 21): the logits at the ``<eos>`` input position are never a
-  BC target, so with ``"absorbing"`` the tail's ``r = log π(<eos> | u_K) + (1 − γ)V(u_K)`` is measured on an
-  untrained softmax (a BC checkpoint put 0.94 on ``<bksp>`` there) with the occupancy weight ``γ^K/(1 − γ)`` of
-  ~500 steps, and its gradient, shared by every state, lowered π(``<bksp>``) everywhere. In the tabular
-  instrument, where the absorbing state is a row of its own, the two modes have the same optimum.
+  its ``<eos>`` logit, ``V(u_K) = Q(u_K, <eos>)``, and the other logits at that slot play no part. Why it exists
+  (docs/results.md, issue 21): the logits at the ``<eos>`` input position are never a BC target, so with
+  ``"absorbing"`` the tail's ``r = log π(<eos> | u_K) + (1 − γ)V(u_K)`` starts on an untrained softmax (a BC
+  checkpoint put 0.94 on ``<bksp>`` there) with the occupancy weight ``γ^K/(1 − γ)`` of ~500 steps; its gradient,
+  shared by every state through the ``<bksp>`` row, lowers π(``<bksp>``) everywhere at the start of SequenceMatch
+  (first order: −64 against BC's +0.14 on log π(``<bksp>``) after unseen errors). ``"absorbing_eos"`` removes that
+  (+0.11), and in the tabular instrument both modes have the same optimum; it is not the default because on five
+  seeds it did not raise deletion after unseen errors at the end of a fine-tune and it left more impossible
+  bigrams than BC continued at full noise coverage (docs/results.md).
 * ``chi2_weight=0.01``: the weight ``c`` of the χ² terms, on both sides: ``φ(r) = r − c·r²`` on data and
   ``c·Ê_M[r²]`` on model rows. ``c = ¼`` is the literal LS-IQ derivation (the paper's ``φ(x) = x − x²/4``); we
   read the paper's unexplained "α = 0.01" as ``c`` (notes §0.1). Why not ¼: the value term telescopes, so on

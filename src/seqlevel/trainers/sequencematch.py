@@ -52,8 +52,9 @@ class SequenceMatchConfig(ReliabilityArgs, TrainingArguments):
             occupancy then sits in the absorbing tail after ``<eos>``; a smaller γ weights the actions more.
         eos_handling: ``"absorbing"`` (closed-form tail after ``<eos>``, §3.5 option A), ``"absorbing_eos"``
             (the same tail with the absorbing state's value read from its ``<eos>`` logit alone, the state having
-            no other action; see :mod:`seqlevel.losses.sequencematch` for why a network needs it) or ``"done"``
-            (IQ-Learn done-masking, V(terminal) = 0).
+            no other action: it removes the shock an untrained post-``<eos>`` softmax gives a network when
+            SequenceMatch starts, but did not improve the end result; see :mod:`seqlevel.losses.sequencematch`)
+            or ``"done"`` (IQ-Learn done-masking, V(terminal) = 0).
         chi2_weight: the weight ``c`` of the χ² terms on both sides: ``φ(r) = r − c·r²`` on data rows and
             ``c·Ê_M[r²]`` on model rows (RECON; our reading of the paper's "α = 0.01"). ¼ is the literal
             ``φ(x) = x − x²/4``; the ``r²`` terms pull the policy towards maximum entropy with weight ``c``
