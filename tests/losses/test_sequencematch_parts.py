@@ -50,7 +50,7 @@ def test_each_r2_piece_is_c_times_the_occupancy_weighted_square_on_its_slots():
     gamma, c = 0.9, 0.3
     parts = sequencematch_parts(logits, batch, kind, KINDS, sm_weight=1.0, gamma=gamma, chi2_weight=c,
                                 occupancy_normalize=False, eos="done")
-    V = torch.logsumexp(logits, -1)
+    V = torch.logsumexp(logits, -1).detach()
     # a loop: model rows only, ⌫ slots, r = Q(s_t, a_t) − γ V(s_{t+1}), weight γ^step, / number of model rows
     total = 0.0
     for b in range(len(TRAJS)):
@@ -59,7 +59,7 @@ def test_each_r2_piece_is_c_times_the_occupancy_weighted_square_on_its_slots():
         for t in range(batch["labels"].shape[1] - 1):
             if batch["valid"][b, t] and batch["labels"][b, t] == BK:
                 nxt = 0.0 if batch["eos_abs"][b, t + 1] else float(V[b, t + 1])
-                r = float(logits[b, t, BK]) - gamma * nxt
+                r = float(logits[b, t, BK].detach()) - gamma * nxt
                 total += gamma ** int(batch["step"][b, t]) * r * r
     assert float(parts["model_r2/bksp"]) == pytest.approx(c * total / 2, rel=1e-10)
 
