@@ -181,18 +181,48 @@ def decision_metrics(model: AttributeModel, tokens, dec: ktd.Decisions, *, steer
     return m
 
 
+class _LastPosition:
+    """The model's outputs at the last position of a growing batch of histories, without re-running them.
+
+    With a window W (over L layers) only the last ``L·(W − 1) + 1`` tokens reach the last position
+    (:attr:`AttributeModel.receptive_field`): they are run with their own position ids and the model's banded mask,
+    so W = 1 costs one token per step. With full causal attention the new tokens run on the KV cache of the earlier
+    ones. ``full=True`` re-runs the whole history every step (the reference the test compares against)."""
+
+    def __init__(self, model: AttributeModel, full: bool = False):
+        self.model, self.full = model, full
+        self.field = None if full else model.receptive_field
+        self.cache, self.seen = None, 0
+
+    def __call__(self, ids: torch.Tensor):
+        """``ids (n, T)``: every history so far -> ``(logits (n, V), hidden (n, d))`` at position ``T - 1``."""
+        n, T = ids.shape
+        if self.full:
+            out = self.model(ids)
+        elif self.field is not None:
+            lo = max(T - self.field, 0)
+            out = self.model(ids[:, lo:], position_ids=torch.arange(lo, T).expand(n, -1))
+        else:
+            out = self.model(ids[:, self.seen:], cache=self.cache, use_cache=True)  # (n, new tokens)
+            self.cache, self.seen = out.cache, T
+        return out.logits[:, -1], out.hidden[:, -1]
+
+
 @torch.no_grad()
-def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, alpha: float = 16.0) -> dict:
+def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, alpha: float = 16.0,
+         full_recompute: bool = False) -> dict:
     """Play ``episodes`` episodes; ``mode`` is ``cat`` (product rule, greedy), ``greedy``, ``sample`` or ``random``.
 
-    Each step runs the model's own forward on the whole history (so its context window applies exactly as in
-    training) and reads the last position."""
+    Each step reads the model at the last position of the history, as a forward over the whole history would
+    (its context window applies exactly as in training), but runs only the tokens that reach that position
+    (:class:`_LastPosition`; ``full_recompute=True`` runs the whole history instead, for testing)."""
     env = ktd.KeyToDoor(episodes, seed)
     rng = np.random.default_rng(seed + 7)
     gen = torch.Generator().manual_seed(seed)
     n = episodes
     ids = torch.tensor(np.stack([np.full(n, ktd.BOS), env.key_tokens(), env.observation()], 1))
     rule = ProductRule(model, target=1, alpha=alpha) if mode == "cat" else None
+    last = _LastPosition(model, full=full_recompute) if model is not None else None
     not_action = torch.ones(ktd.VOCAB_SIZE, dtype=torch.bool)
     not_action[ktd.ACTION_IDS] = False
     step = 0
@@ -200,11 +230,11 @@ def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, a
         if mode == "random":
             a = rng.integers(0, 4, n)
         else:
-            out = model(ids)
-            scores = out.logits[:, -1].float().masked_fill(not_action, float("-inf"))  # (n, V)
+            logits, hidden = last(ids)
+            scores = logits.float().masked_fill(not_action, float("-inf"))  # (n, V)
             if rule is not None:
                 ctx = StepContext(step=step, rows=torch.arange(n), live_lengths=torch.full((n,), ids.shape[1]),
-                                  prompt_lengths=torch.full((n,), 3), tokens=ids, hidden_states=(out.hidden[:, -1],),
+                                  prompt_lengths=torch.full((n,), 3), tokens=ids, hidden_states=(hidden,),
                                   backspace_id=None, eos_token_ids=())
                 scores = rule(scores, ctx).masked_fill(not_action, float("-inf"))
             if mode == "sample":
