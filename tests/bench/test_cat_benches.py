@@ -164,3 +164,13 @@ def test_key_to_door_incremental_play_takes_the_same_actions(W, monkeypatch):
         assert len({tuple(col) for col in full_a[: ktd.T1].T}) > 5  # the policy differs between layouts
         np.testing.assert_array_equal(inc_a, full_a)
         assert inc_r == full_r
+
+
+def test_key_to_door_config_checks_models():
+    from seqlevel.bench import key_to_door as b
+
+    assert b.Config().models == ["cat", "bc", "pct_bc"] and not b.Config().dueling
+    with pytest.raises(ValueError, match="models must be"):
+        b.Config(models=["cat", "dt"])
+    with pytest.raises(ValueError, match="head_refit_steps"):
+        b.Config(models=["bc"], head_refit_steps=5)

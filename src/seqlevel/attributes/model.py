@@ -97,12 +97,14 @@ class AttributeModel(nn.Module):
     @classmethod
     def for_base(cls, base, kind: str = "binary", num_classes: int = 2, rank: int = 32,
                  block_size: int | None = None, query_std: float = 0.02,
-                 context_window: int | None = None) -> AttributeModel:
+                 context_window: int | None = None, dueling: bool = False,
+                 dueling_candidates: list[int] | None = None) -> AttributeModel:
         """A fresh head sized for ``base`` (vocabulary and hidden size read from it; the rest as in
         :class:`AttributeHeadConfig`)."""
         cfg = AttributeHeadConfig(kind=kind, vocab_size=base_vocab_size(base), hidden_size=_hidden_size(base),
                                   num_classes=num_classes, rank=rank, block_size=block_size, query_std=query_std,
-                                  context_window=context_window)
+                                  context_window=context_window, dueling=dueling,
+                                  dueling_candidates=dueling_candidates)
         head = AttributeHead(cfg).to(next(base.parameters()).device)
         return cls(base, head)
 
