@@ -93,7 +93,7 @@ class Config:
     """rank of the factorised attribute head"""
     dueling: bool = False
     """CAT's head is a dueling head: state value + advantage centred over the four action tokens
-    (:attr:`AttributeHeadConfig.dueling`)"""
+    (AttributeHeadConfig.dueling)"""
     evals: int = 12
     """evaluations (and checkpoints) during training, for each model (with the default epochs: once per CAT epoch)"""
     select: str = "val_win_rate"
