@@ -151,3 +151,50 @@ def test_full_window_equals_no_window(make_model):
         m.head.config.context_window = 7
         b = m(x, all_candidates=True)
     torch.testing.assert_close(a.hidden, b.hidden, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,K", [("binary", 2), ("categorical", 3)])
+@pytest.mark.parametrize("candidates", [None, [3, 5, 7, 11]])
+def test_dueling_head_is_state_value_plus_centred_advantage(make_model, kind, K, candidates):
+    """With ``dueling`` the outputs are ``c_t + A_t[v] − mean_{u ∈ C} A_t[u]``, computed naively from the plain head's
+    parameters; over the candidates C they average to the prefix term ``c_t`` (the state value), and every head
+    method (gathered, all candidates, at candidates, class probability) agrees with that formula."""
+    torch.manual_seed(0)
+    m = AttributeModel.for_base(make_model("tiny-gpt2", vocab_size=40), kind, K, rank=6, query_std=0.5,
+                                dueling=True, dueling_candidates=candidates).eval()
+    head = m.head
+    with torch.no_grad():
+        head.token_bias.normal_()  # non-zero biases, so centring them is tested too
+        head.prefix.weight.normal_()
+    x = torch.randint(0, 40, (2, 7))
+    with torch.no_grad():
+        h = m(x).hidden
+        q, c = head.features(h)  # (B, T, n_out, r), (B, T, n_out)
+        adv = torch.einsum("btkr,vr->btvk", q, head.token_keys) + head.token_bias  # plain A_t[v, k]
+        C = list(range(40)) if candidates is None else candidates
+        want = c.unsqueeze(2) + adv - adv[:, :, C].mean(2, keepdim=True)  # (B, T, V, n_out)
+        got = head.all_candidates(h)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got[:, :, C].mean(2), c, rtol=1e-5, atol=1e-5)  # mean over C = state value
+        torch.testing.assert_close(head.gathered(h, x), want.gather(2, x[..., None, None].expand(
+            -1, -1, 1, want.shape[-1])).squeeze(2), rtol=1e-5, atol=1e-5)
+        cand = torch.tensor([[3, 9]]).expand(2, 7, 2)
+        torch.testing.assert_close(head.at_candidates(h, cand), want[:, :, [3, 9]], rtol=1e-5, atol=1e-5)
+        p = want.softmax(-1)[..., 1] if kind == "categorical" else want[..., 0].sigmoid()
+        torch.testing.assert_close(head.class_probability(h, 1), p, rtol=1e-5, atol=1e-6)
+        # the same parameters without dueling give the uncentred outputs
+        head.config.dueling = False
+        torch.testing.assert_close(head.all_candidates(h), c.unsqueeze(2) + adv, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="dueling_candidates"):
+        AttributeHeadConfig("binary", 10, 8, dueling=True, dueling_candidates=[3, 12])
+
+
+def test_dueling_head_saved_and_loaded(tmp_path, make_model):
+    m = AttributeModel.for_base(make_model("tiny-gpt2", vocab_size=48), "binary", rank=4, dueling=True,
+                                dueling_candidates=[3, 4, 5, 6]).eval()
+    m.save_pretrained(str(tmp_path))
+    m2 = AttributeModel.from_pretrained(str(tmp_path)).eval()
+    assert m2.head.config.dueling and m2.head.config.dueling_candidates == [3, 4, 5, 6]
+    x = torch.randint(0, 48, (1, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(m2(x, all_candidates=True).attribute, m(x, all_candidates=True).attribute)

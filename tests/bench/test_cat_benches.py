@@ -146,3 +146,44 @@ def test_steering_table_explains_an_all_invalid_run():
     good = {"accuracy": 0.5, "mean_p_target": 0.4, "nll": 12.3, "invalid": 0.25}
     text = format_result({"samples": 8, "targets": {"1": {"product": good, "unsteered": bad}}})
     assert "0.50/0.40/12.3 (25% invalid)" in text and "ungrammatical in the reviews" not in text
+
+
+@pytest.mark.parametrize("W", [1, 2, None])
+def test_key_to_door_incremental_play_takes_the_same_actions(W, monkeypatch):
+    """Play that runs only the tokens reaching the last position (W) or the KV cache (full context) takes the same
+    action at every step of every episode as today's full recomputation of the whole history."""
+    import numpy as np
+
+    from seqlevel.bench import key_to_door as b
+    from seqlevel.tasks import key_to_door as ktd
+
+    base = tiny_model("tiny-gpt2", vocab_size=ktd.VOCAB_SIZE, n_embd=16, n_layer=2, seed=1)
+    m = AttributeModel.for_base(base, "binary", rank=4, query_std=0.5, context_window=W).eval()
+    step = ktd.KeyToDoor.step
+    for mode in ("cat", "greedy"):
+        runs = []
+        for full in (True, False):
+            actions = []
+
+            def record(env, a, _actions=actions):
+                _actions.append(np.array(a))
+                return step(env, a)
+
+            monkeypatch.setattr(ktd.KeyToDoor, "step", record)
+            r = b.play(m, 40, seed=5, mode=mode, alpha=16.0, full_recompute=full)
+            runs.append((np.stack(actions), r))
+        (full_a, full_r), (inc_a, inc_r) = runs
+        assert full_a.shape == inc_a.shape == (ktd.T1 + ktd.T2 + ktd.T3, 40)
+        assert len({tuple(col) for col in full_a[: ktd.T1].T}) > 5  # the policy differs between layouts
+        np.testing.assert_array_equal(inc_a, full_a)
+        assert inc_r == full_r
+
+
+def test_key_to_door_config_checks_models():
+    from seqlevel.bench import key_to_door as b
+
+    assert b.Config().models == ["cat", "bc", "pct_bc"] and not b.Config().dueling
+    with pytest.raises(ValueError, match="models must be"):
+        b.Config(models=["cat", "dt"])
+    with pytest.raises(ValueError, match="head_refit_steps"):
+        b.Config(models=["bc"], head_refit_steps=5)

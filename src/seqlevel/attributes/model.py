@@ -63,12 +63,14 @@ def window_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int], win
 
 @dataclass
 class AttributeOutput:
-    """``logits (B, T, V)``, ``hidden (B, T, d)``; ``attribute`` gathered ``(B, T', n_out)`` or all ``(B, T, V, n_out)``."""
+    """``logits (B, T, V)``, ``hidden (B, T, d)``; ``attribute`` gathered ``(B, T', n_out)`` or all ``(B, T, V, n_out)``;
+    ``cache``: the base's KV cache when called with ``use_cache=True`` (full causal attention only)."""
 
     logits: torch.Tensor
     hidden: torch.Tensor
     attribute: torch.Tensor | None = None
     loss: torch.Tensor | None = None
+    cache: object | None = None
 
 
 class AttributeModel(nn.Module):
@@ -95,12 +97,14 @@ class AttributeModel(nn.Module):
     @classmethod
     def for_base(cls, base, kind: str = "binary", num_classes: int = 2, rank: int = 32,
                  block_size: int | None = None, query_std: float = 0.02,
-                 context_window: int | None = None) -> AttributeModel:
+                 context_window: int | None = None, dueling: bool = False,
+                 dueling_candidates: list[int] | None = None) -> AttributeModel:
         """A fresh head sized for ``base`` (vocabulary and hidden size read from it; the rest as in
         :class:`AttributeHeadConfig`)."""
         cfg = AttributeHeadConfig(kind=kind, vocab_size=base_vocab_size(base), hidden_size=_hidden_size(base),
                                   num_classes=num_classes, rank=rank, block_size=block_size, query_std=query_std,
-                                  context_window=context_window)
+                                  context_window=context_window, dueling=dueling,
+                                  dueling_candidates=dueling_candidates)
         head = AttributeHead(cfg).to(next(base.parameters()).device)
         return cls(base, head)
 
@@ -123,6 +127,17 @@ class AttributeModel(nn.Module):
         """The trunk's attention window W (``None`` = full causal); see :class:`AttributeHeadConfig`."""
         return self.head.config.context_window
 
+    @property
+    def receptive_field(self) -> int | None:
+        """Tokens the last position's output depends on: ``L·(W − 1) + 1`` for a window W over L layers (``None``
+        with full causal attention). Running the model on only the last ``receptive_field`` tokens, with their own
+        position ids, gives the last position's outputs of a forward over the whole history (play uses this)."""
+        W = self.context_window
+        if W is None:
+            return None
+        cfg = self.base.config.get_text_config() if hasattr(self.base.config, "get_text_config") else self.base.config
+        return int(cfg.num_hidden_layers) * (W - 1) + 1
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 next_tokens: torch.Tensor | None = None, all_candidates: bool = False,
                 labels: torch.Tensor | None = None, attribute_labels: torch.Tensor | None = None,
@@ -144,7 +159,8 @@ class AttributeModel(nn.Module):
         if W is not None:
             if kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
                 raise ValueError(f"this model has context_window={W}; a KV cache would let new tokens attend past "
-                                 "the window. Call it without a cache (cache= or past_key_values=) on (at least) the last W tokens")
+                                 "the window. Call it without a cache (cache= or past_key_values=) on (at least) the last "
+                                 "receptive_field tokens, with their position ids")
             if attention_mask is not None and attention_mask.dim() == 4:
                 raise ValueError("pass a 2-D padding mask; the model builds its own 4-D window mask")
             dtype = next(self.base.parameters()).dtype
@@ -157,7 +173,8 @@ class AttributeModel(nn.Module):
             attr = self.head.gathered(hidden[:, :Tn], next_tokens.clamp(min=0))  # (B, T', n_out)
         elif all_candidates:
             attr = self.head.all_candidates(hidden)  # (B, T, V, n_out)
-        return AttributeOutput(logits=out.logits, hidden=hidden, attribute=attr)
+        return AttributeOutput(logits=out.logits, hidden=hidden, attribute=attr,
+                               cache=out.get("cache"))
 
     # -- saving and loading -------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str, **kwargs) -> None:

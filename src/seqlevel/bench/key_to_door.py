@@ -48,6 +48,7 @@ from seqlevel.decoding import StepContext
 from seqlevel.tasks import key_to_door as ktd
 
 SELECT = ("agreement", "val_win_rate", "attribute_loss", "last")
+MODELS = ("cat", "bc", "pct_bc")
 
 
 @dataclass
@@ -65,7 +66,8 @@ class Config:
     val_episodes: int = 200
     """episodes (layout seed 30,000 + seed) for the validation win rate logged at each evaluation"""
     epochs: float = 12.0
-    """epochs of CAT over the training data"""
+    """epochs of CAT over the training data (24: 0.956 ± 0.020 over seeds 0-4, every seed but one ≥ 0.90;
+    docs/results.md, issue 22)"""
     bc_epochs: float = 2.0
     """epochs of BC (it fits the uniform data policy within one)"""
     pct_bc_epochs: float = 100.0
@@ -90,6 +92,9 @@ class Config:
     """learning rate of CAT's attribute head (None: learning_rate)"""
     head_rank: int = 16
     """rank of the factorised attribute head"""
+    dueling: bool = False
+    """CAT's head is a dueling head: state value + advantage centred over the four action tokens
+    (AttributeHeadConfig.dueling)"""
     evals: int = 12
     """evaluations (and checkpoints) during training, for each model (with the default epochs: once per CAT epoch)"""
     select: str = "val_win_rate"
@@ -100,6 +105,9 @@ class Config:
     """tiny configuration for tests (no acceptance numbers)"""
     model_dir: str | None = None
     """also save the CAT model of the first seed here"""
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    """which of cat, bc, pct_bc to train and play (e.g. only cat when comparing CAT settings: BC and %BC do not
+    depend on CAT's epochs, λ, α or head)"""
 
     def __post_init__(self):
         if self.context_window == 0:
@@ -115,6 +123,10 @@ class Config:
             raise ValueError(f"head_refit_steps must be >= 0, got {self.head_refit_steps}; 0 = no refit row")
         if self.context_window is not None and self.context_window < 1:
             raise ValueError(f"context_window must be >= 1 or None (full causal), got {self.context_window}")
+        if not self.models or not set(self.models) <= set(MODELS):
+            raise ValueError(f"models must be a non-empty subset of {MODELS}, got {self.models}")
+        if self.head_refit_steps and "cat" not in self.models:
+            raise ValueError("head_refit_steps > 0 refits CAT's head: add cat to models or set head_refit_steps 0")
 
 
 # -- evaluation -------------------------------------------------------------------------------------------------
@@ -181,18 +193,48 @@ def decision_metrics(model: AttributeModel, tokens, dec: ktd.Decisions, *, steer
     return m
 
 
+class _LastPosition:
+    """The model's outputs at the last position of a growing batch of histories, without re-running them.
+
+    With a window W (over L layers) only the last ``L·(W − 1) + 1`` tokens reach the last position
+    (:attr:`AttributeModel.receptive_field`): they are run with their own position ids and the model's banded mask,
+    so W = 1 costs one token per step. With full causal attention the new tokens run on the KV cache of the earlier
+    ones. ``full=True`` re-runs the whole history every step (the reference the test compares against)."""
+
+    def __init__(self, model: AttributeModel, full: bool = False):
+        self.model, self.full = model, full
+        self.field = None if full else model.receptive_field
+        self.cache, self.seen = None, 0
+
+    def __call__(self, ids: torch.Tensor):
+        """``ids (n, T)``: every history so far -> ``(logits (n, V), hidden (n, d))`` at position ``T - 1``."""
+        n, T = ids.shape
+        if self.full:
+            out = self.model(ids)
+        elif self.field is not None:
+            lo = max(T - self.field, 0)
+            out = self.model(ids[:, lo:], position_ids=torch.arange(lo, T).expand(n, -1))
+        else:
+            out = self.model(ids[:, self.seen:], cache=self.cache, use_cache=True)  # (n, new tokens)
+            self.cache, self.seen = out.cache, T
+        return out.logits[:, -1], out.hidden[:, -1]
+
+
 @torch.no_grad()
-def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, alpha: float = 16.0) -> dict:
+def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, alpha: float = 16.0,
+         full_recompute: bool = False) -> dict:
     """Play ``episodes`` episodes; ``mode`` is ``cat`` (product rule, greedy), ``greedy``, ``sample`` or ``random``.
 
-    Each step runs the model's own forward on the whole history (so its context window applies exactly as in
-    training) and reads the last position."""
+    Each step reads the model at the last position of the history, as a forward over the whole history would
+    (its context window applies exactly as in training), but runs only the tokens that reach that position
+    (:class:`_LastPosition`; ``full_recompute=True`` runs the whole history instead, for testing)."""
     env = ktd.KeyToDoor(episodes, seed)
     rng = np.random.default_rng(seed + 7)
     gen = torch.Generator().manual_seed(seed)
     n = episodes
     ids = torch.tensor(np.stack([np.full(n, ktd.BOS), env.key_tokens(), env.observation()], 1))
     rule = ProductRule(model, target=1, alpha=alpha) if mode == "cat" else None
+    last = _LastPosition(model, full=full_recompute) if model is not None else None
     not_action = torch.ones(ktd.VOCAB_SIZE, dtype=torch.bool)
     not_action[ktd.ACTION_IDS] = False
     step = 0
@@ -200,11 +242,11 @@ def play(model: AttributeModel | None, episodes: int, seed: int, *, mode: str, a
         if mode == "random":
             a = rng.integers(0, 4, n)
         else:
-            out = model(ids)
-            scores = out.logits[:, -1].float().masked_fill(not_action, float("-inf"))  # (n, V)
+            logits, hidden = last(ids)
+            scores = logits.float().masked_fill(not_action, float("-inf"))  # (n, V)
             if rule is not None:
                 ctx = StepContext(step=step, rows=torch.arange(n), live_lengths=torch.full((n,), ids.shape[1]),
-                                  prompt_lengths=torch.full((n,), 3), tokens=ids, hidden_states=(out.hidden[:, -1],),
+                                  prompt_lengths=torch.full((n,), 3), tokens=ids, hidden_states=(hidden,),
                                   backspace_id=None, eos_token_ids=())
                 scores = rule(scores, ctx).masked_fill(not_action, float("-inf"))
             if mode == "sample":
@@ -234,7 +276,8 @@ def train(cfg: Config, data: ktd.Trajectories, heldout: ktd.Trajectories, dec: k
     class _Progress(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             progress.note(f"step {state.global_step}: " + " ".join(
-                f"{k[5:]}={v:.3f}" for k, v in metrics.items() if k in ("eval_val_win_rate", "eval_decision_bce")))
+                f"{k[5:]}={v:.4f}" for k, v in metrics.items()
+                if k in ("eval_val_win_rate", "eval_decision_bce", "eval_agreement")))
 
     from seqlevel.presets import tiny_model
     from seqlevel.trainers import AttributeConfig, AttributeTrainer
@@ -261,6 +304,7 @@ def train(cfg: Config, data: ktd.Trajectories, heldout: ktd.Trajectories, dec: k
             warmup_steps=min(50, steps // 10), logging_steps=every, use_cpu=True, seed=seed, disable_tqdm=True,
             attribute_kind="binary", attribute_lambda=lam, head_rank=cfg.head_rank, append_eos=False,
             head_learning_rate=cfg.head_learning_rate if steered else None,
+            head_dueling=cfg.dueling and steered, head_dueling_candidates=ktd.ACTION_IDS if cfg.dueling and steered else None,
             max_length=128, head_query_std=0.5 if steered else 0.02, context_window=cfg.context_window,
             eval_strategy="steps", eval_steps=every, save_strategy="steps" if select else "no", save_steps=every,
             save_total_limit=2 if select else None, load_best_model_at_end=select,
@@ -306,36 +350,38 @@ def run_seed(cfg: Config, seed: int) -> dict:
     steps = {name: 10 if cfg.quick else max(int(ep * n / cfg.batch_size), cfg.evals)
              for name, ep, n in (("cat", cfg.epochs, n_train), ("bc", cfg.bc_epochs, n_train),
                                  ("pct_bc", cfg.pct_bc_epochs, n_succ))}
-    progress.grow(sum(steps.values()))
+    progress.grow(sum(v for k, v in steps.items() if k in cfg.models))
     ev = 10_000 + seed  # evaluation layouts differ from the training ones
     r: dict = {"data_success_rate": float(data.success.mean()), "heldout_decisions": int(len(dec.seq)),
                "heldout_bce_reference": bce_references(dec), "agreement_constant": constant_agreement(dec)}
     t0 = time.perf_counter()
     models, logs = {}, {}
     for name, lam, succ in (("cat", cfg.attribute_lambda, False), ("bc", 0.0, False), ("pct_bc", 0.0, True)):
+        if name not in cfg.models:
+            continue
         progress.note(f"seed {seed}: training {name}")
         models[name], logs[name] = train(cfg, data, heldout, dec, seed, lam=lam, steps=steps[name], successes_only=succ)
     r["train_seconds"] = time.perf_counter() - t0
-    r["heldout_bce"] = [e["decision_bce"] for e in logs["cat"]]
     r["eval_log"] = logs
-    if cfg.model_dir and seed == cfg.seeds[0]:
-        models["cat"].save_pretrained(cfg.model_dir)
     t0 = time.perf_counter()
-    r["cat"] = play(models["cat"], episodes, ev, mode="cat", alpha=cfg.alpha)
-    r["cat"] |= decision_metrics(models["cat"], heldout.tokens, dec, steered=True, alpha=cfg.alpha)
+    if "cat" in models:
+        r["heldout_bce"] = [e["decision_bce"] for e in logs["cat"]]
+        if cfg.model_dir and seed == cfg.seeds[0]:
+            models["cat"].save_pretrained(cfg.model_dir)
+        r["cat"] = play(models["cat"], episodes, ev, mode="cat", alpha=cfg.alpha)
+        r["cat"] |= decision_metrics(models["cat"], heldout.tokens, dec, steered=True, alpha=cfg.alpha)
     if cfg.head_refit_steps:
         ref = refit(models["cat"], data, seed, 20 if cfg.quick else cfg.head_refit_steps, cfg.quick)
         r["cat_refit"] = play(ref, episodes, ev, mode="cat", alpha=cfg.alpha)
         r["cat_refit"] |= decision_metrics(ref, heldout.tokens, dec, steered=True, alpha=cfg.alpha)
-    for name in ("bc", "pct_bc"):
+    for name in [m for m in ("bc", "pct_bc") if m in models]:
         r[name] = play(models[name], episodes, ev, mode="greedy")
         r[name] |= decision_metrics(models[name], heldout.tokens, dec, steered=False, alpha=cfg.alpha)
         r[name + "_sampled"] = play(models[name], episodes, ev, mode="sample")
     r["random"] = play(None, episodes, ev, mode="random")
     r["exact_q_greedy"] = ktd.play_behaviour_greedy(episodes, ev)
     r["eval_seconds"] = time.perf_counter() - t0
-    progress.note(f"seed {seed}: CAT {r['cat']['win_rate']:.3f} BC {r['bc']['win_rate']:.3f} "
-                  f"%BC {r['pct_bc']['win_rate']:.3f}")
+    progress.note(f"seed {seed}: " + " ".join(f"{k} {r[k]['win_rate']:.3f}" for k in MODELS if k in r))
     return r
 
 
@@ -344,7 +390,7 @@ def run(cfg: Config) -> dict:
     models; playing adds a few seconds per seed)."""
     with progress.bar("key-to-door", total=0):
         per_seed = [run_seed(cfg, s) for s in cfg.seeds]
-    rows = ("cat", "bc", "pct_bc", "random") + (("cat_refit",) if cfg.head_refit_steps else ())
+    rows = tuple(m for m in MODELS if m in cfg.models) + ("random",) + (("cat_refit",) if cfg.head_refit_steps else ())
     mean = lambda k: float(np.mean([r[k]["win_rate"] for r in per_seed]))  # noqa: E731
     sem = lambda k: float(np.std([r[k]["win_rate"] for r in per_seed], ddof=1) / np.sqrt(len(per_seed))  # noqa: E731
                           ) if len(per_seed) > 1 else 0.0
@@ -354,14 +400,16 @@ def run(cfg: Config) -> dict:
         "episodes": 20 if cfg.quick else cfg.episodes,
         "seeds": list(cfg.seeds),
         "config": dataclasses.asdict(cfg),
-        "sampled_win_rate": {"bc": mean("bc_sampled"), "pct_bc": mean("pct_bc_sampled")},
+        "sampled_win_rate": {k: mean(k + "_sampled") for k in ("bc", "pct_bc") if k in cfg.models},
         "exact_q_greedy_win_rate": mean("exact_q_greedy"),
-        "heldout_bce_final": float(np.mean([r["cat"]["decision_bce"] for r in per_seed])),
+        "heldout_bce_final": float(np.mean([r["cat"]["decision_bce"] for r in per_seed])) if "cat" in cfg.models
+        else None,
         "heldout_bce_reference": {k: float(np.mean([r["heldout_bce_reference"][k] for r in per_seed]))
                                   for k in ("constant", "state_value", "exact_q")},
         "agreement": {k: float(np.mean([r[k]["agreement"] for r in per_seed])) for k in rows if k != "random"}
         | {"constant": float(np.mean([r["agreement_constant"] for r in per_seed]))},
-        "cat_shortest_path_share": float(np.mean([r["cat"]["shortest_path_share"] for r in per_seed])),
+        "cat_shortest_path_share": float(np.mean([r["cat"]["shortest_path_share"] for r in per_seed]))
+        if "cat" in cfg.models else None,
         "per_seed": per_seed,
     }
 
@@ -372,6 +420,8 @@ def format_result(result: dict) -> str:
     ref = result["heldout_bce_reference"]
     return (f"Key-to-Door, {result['episodes']} episodes x seeds {result['seeds']}: "
             + "  ".join(f"{k} {w[k]:.3f}±{s[k]:.3f}" for k in w)
-            + f"; held-out decision BCE of CAT {result['heldout_bce_final']:.4f} (constant {ref['constant']:.4f}, "
-            f"state value {ref['state_value']:.4f}, exact Q^β {ref['exact_q']:.4f}); agreement with Q^β "
+            + (f"; held-out decision BCE of CAT {result['heldout_bce_final']:.4f}" if result["heldout_bce_final"]
+               is not None else "; held-out decision BCE")
+            + f" (constant {ref['constant']:.4f}, state value {ref['state_value']:.4f}, exact Q^β {ref['exact_q']:.4f})"
+            "; agreement with Q^β "
             + ", ".join(f"{k} {v:.2f}" for k, v in result["agreement"].items()))

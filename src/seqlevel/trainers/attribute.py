@@ -57,6 +57,9 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
             is built.
         head_learning_rate: learning rate of the attribute head's parameters (``None``: ``learning_rate``, one
             group); the schedule scales both groups alike.
+        head_dueling / head_dueling_candidates: the dueling head (``AttributeHeadConfig.dueling``: state value +
+            advantage centred over the candidate token ids, ``None`` = the whole vocabulary); used when a fresh head
+            is built.
         context_window: W, the trunk's attention window (``AttributeHeadConfig.context_window``; ``None`` = full
             causal); used when a fresh head is built, and must match the model's otherwise.
         attribute_field: dataset column with one label per sequence.
@@ -76,6 +79,10 @@ class AttributeConfig(ReliabilityArgs, TrainingArguments):
     head_query_std: float = field(default=0.02, metadata={"help": "init std of the head's queries (fresh head)"})
     head_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the attribute head (default: learning_rate)"})
+    head_dueling: bool = field(default=False, metadata={
+        "help": "dueling head: state value + advantage centred over head_dueling_candidates (fresh head)"})
+    head_dueling_candidates: list[int] | None = field(default=None, metadata={
+        "help": "token ids the dueling advantage is centred over (default: the whole vocabulary)"})
     context_window: int | None = field(default=None, metadata={
         "help": "tokens each position attends to (itself + W-1 before; banded mask used in training and inference); "
                 "default: full causal"})
@@ -171,7 +178,8 @@ class AttributeTrainer(SafeCheckpointMixin, NumericalGuardMixin, Trainer):
 
                 model = get_peft_model(model, peft_config)
             model = AttributeModel.for_base(model, args.attribute_kind, args.num_classes, args.head_rank,
-                                            args.head_block_size, args.head_query_std, args.context_window)
+                                            args.head_block_size, args.head_query_std, args.context_window,
+                                            args.head_dueling, args.head_dueling_candidates)
         elif peft_config is not None:
             raise ValueError("peft_config was given with an AttributeModel; apply PEFT to the base before joining "
                              "it with the head, or pass the bare causal LM")
