@@ -187,6 +187,32 @@ def sequencematch_terms(
                                        max_phi_slope=max_phi_slope, chi2_weight=chi2_weight)
 
 
+def _transitions(V: Tensor, Q: Tensor, batch: dict[str, Tensor], *, gamma: float = 0.998,
+                eos: str = "absorbing") -> dict[str, Tensor | None]:
+    """The per-slot quantities every SequenceMatch term is built from, given ``V (B, T)`` and ``Q (B, T)``.
+
+    Returns ``V`` (``V(u_K) = Q(u_K, <eos>)`` at the absorbing slot for ``eos="absorbing_eos"``), ``V_next``
+    (``V(s_{t+1})``, 0 into the terminal state for ``eos="done"``), ``w`` (occupancy weight ``γ^i``), ``has_r`` (slots
+    with a transition and a target), ``r = Q(s, a) − γ V(s')`` (eq. 4), ``valid``, ``eos_abs``, and for the absorbing
+    modes the tail: ``tail`` (bool, the absorbing slots with a target), ``r_abs = Q − γ V`` and ``tail_w = w / (1 − γ)``
+    (``Σ_{j≥K} γ^j = γ^K / (1 − γ)``); ``tail`` / ``r_abs`` / ``tail_w`` are None for ``eos="done"``. All ``(B, T)``.
+    """
+    dev, dt = V.device, V.dtype
+    labels, valid, eos_abs = batch["labels"].to(dev), batch["valid"].to(dev), batch["eos_abs"].to(dev)
+    if eos == "absorbing_eos":  # the absorbing state's only action is <eos>: V(u_K) = Q(u_K, <eos>)
+        V = torch.where(eos_abs & (labels != IGNORE), Q, V)
+    V_next = torch.cat([V[:, 1:], torch.zeros_like(V[:, :1])], dim=1)  # (B, T): V(s_{t+1}) sits at slot t+1
+    w = torch.exp(batch["step"].to(dev, dt) * math.log(gamma))  # (B, T): occupancy weight γ^i
+    if eos == "done":  # IQ-Learn: y = (1 − done) γ V(s'); the transition into the <eos> state is terminal
+        done = torch.cat([eos_abs[:, 1:], torch.zeros_like(eos_abs[:, :1])], dim=1)
+        V_next = V_next.masked_fill(done, 0.0)
+    out = {"V": V, "V_next": V_next, "w": w, "has_r": valid & (labels != IGNORE), "r": Q - gamma * V_next,
+           "valid": valid, "eos_abs": eos_abs, "tail": None, "r_abs": None, "tail_w": None}
+    if eos in ("absorbing", "absorbing_eos"):  # <eos> in u_K leads back to u_K
+        out.update(tail=eos_abs & (labels != IGNORE), r_abs=Q - gamma * V, tail_w=w / (1.0 - gamma))
+    return out
+
+
 def sequencematch_terms_from_qv(
     V: Tensor,
     Q: Tensor,
@@ -203,27 +229,18 @@ def sequencematch_terms_from_qv(
 
     Returns the same dict (``phi``, ``r2``, ``value`` per sequence ``(B,)``; ``r``, ``V``, ``has_r`` ``(B, T)``).
     """
-    dev, dt = V.device, V.dtype
-    labels, valid, eos_abs = batch["labels"].to(dev), batch["valid"].to(dev), batch["eos_abs"].to(dev)
-    if eos == "absorbing_eos":  # the absorbing state's only action is <eos>: V(u_K) = Q(u_K, <eos>)
-        V = torch.where(eos_abs & (labels != IGNORE), Q, V)
-    V_next = torch.cat([V[:, 1:], torch.zeros_like(V[:, :1])], dim=1)  # (B, T): V(s_{t+1}) sits at slot t+1
-    w = torch.exp(batch["step"].to(dev, dt) * math.log(gamma))  # (B, T): occupancy weight γ^i
-    if eos == "done":  # IQ-Learn: y = (1 − done) γ V(s'); the transition into the <eos> state is terminal
-        done = torch.cat([eos_abs[:, 1:], torch.zeros_like(eos_abs[:, :1])], dim=1)
-        V_next = V_next.masked_fill(done, 0.0)
-    has_r = valid & (labels != IGNORE)
-    r = Q - gamma * V_next  # eq. (4): r = Q(s, a) − γ V(s')
+    dt = V.dtype
+    t = _transitions(V, Q, batch, gamma=gamma, eos=eos)
+    V, V_next, w, has_r, r, valid = t["V"], t["V_next"], t["w"], t["has_r"], t["r"], t["valid"]
     mask = has_r.to(dt)
     phi_sum = (mask * w * phi(divergence, torch.where(has_r, r, 0.0), max_phi_slope, chi2_weight)).sum(1)
     r_weight = w  # occupancy weight of each slot's r (the per-slot gradient scale); γ^K/(1 − γ) at the tail
     r2_sum = (mask * w * r**2).sum(1)
     value_sum = (valid.to(dt) * w * (V - gamma * V_next)).sum(1)  # telescopes over time steps
-    if eos in ("absorbing", "absorbing_eos"):  # closed-form tail at u_K: Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
-        a = eos_abs & (labels != IGNORE)
-        r_abs = Q - gamma * V  # <eos> in u_K leads back to u_K
+    eos_abs = t["eos_abs"]
+    if t["tail"] is not None:  # closed-form tail at u_K: Σ_{j≥K} γ^j x = γ^K x / (1 − γ)
+        a, r_abs, tail_w = t["tail"], t["r_abs"], t["tail_w"]
         am = a.to(dt)
-        tail_w = w / (1.0 - gamma)
         phi_sum = phi_sum + (am * tail_w * phi(divergence, torch.where(a, r_abs, 0.0), max_phi_slope,
                                                chi2_weight)).sum(1)
         r2_sum = r2_sum + (am * tail_w * r_abs**2).sum(1)
@@ -249,18 +266,22 @@ def _check_weights(model_reg: float | None, model_mix: float, chi2_weight: float
     return float(model_reg)
 
 
-def _combine(terms: dict[str, Tensor], is_data: Tensor, divergence: str, gamma: float, model_reg: float,
-             model_mix: float, occupancy_normalize: bool, num_sequences,
-             sequence_weights: Tensor | None = None,
-             value_on_truncated: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-    # the signed, weighted average of the per-sequence terms (value term on whichever side exists)
-    is_data = is_data.to(terms["phi"].device)
-    d, m = is_data.to(terms["phi"].dtype), (~is_data).to(terms["phi"].dtype)  # (B,)
+def _side_weights(is_data: Tensor, complete: Tensor, *, model_mix: float, num_sequences=None,
+                 sequence_weights: Tensor | None = None, value_on_truncated: bool = False,
+                 dtype: torch.dtype = torch.float32) -> tuple:
+    """Row weights and normalisers of the data side, the model side and the value term's model side.
+
+    Returns ``(d, m, mv, n_d, n_m, n_mv, lam)``: ``(B,)`` weights of data rows, model rows and the model rows in the
+    value term (complete ones only unless ``value_on_truncated``), their totals (or ``num_sequences``), and the
+    value term's model weight ``λ`` (``model_mix``, or the one side that exists).
+    """
+    is_data = is_data.to(complete.device)
+    d, m = is_data.to(dtype), (~is_data).to(dtype)  # (B,)
     # model rows in the value term: the telescoping identity E_ρ[V − γV'] = (1 − γ)E[V(s_0)] needs complete
     # trajectories; a rollout cut at max_new_actions would add −γ^K V(s_K), a reward for high V wherever it was cut
-    mv = m if value_on_truncated else m * terms["complete"].to(m.dtype)
+    mv = m if value_on_truncated else m * complete.to(dtype)
     if sequence_weights is not None:  # importance weights per row: Ê is a weighted mean within each side
-        sw = sequence_weights.to(terms["phi"].device, terms["phi"].dtype)
+        sw = sequence_weights.to(d.device, dtype)
         if tuple(sw.shape) != tuple(d.shape) or bool((sw < 0).any()):
             raise ValueError(f"sequence_weights must be (B,) = {tuple(d.shape)} and >= 0, got shape "
                              f"{tuple(sw.shape)}; one non-negative weight per row")
@@ -271,6 +292,17 @@ def _combine(terms: dict[str, Tensor], is_data: Tensor, divergence: str, gamma: 
         n_d, n_m = float(num_sequences[0]), float(num_sequences[1])
         n_mv = float(num_sequences[2]) if len(num_sequences) > 2 else (n_m if value_on_truncated else float(mv.sum()))
     lam = model_mix if n_d > 0 and n_mv > 0 else (1.0 if n_mv > 0 else 0.0)
+    return d, m, mv, n_d, n_m, n_mv, lam
+
+
+def _combine(terms: dict[str, Tensor], is_data: Tensor, divergence: str, gamma: float, model_reg: float,
+             model_mix: float, occupancy_normalize: bool, num_sequences,
+             sequence_weights: Tensor | None = None,
+             value_on_truncated: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+    # the signed, weighted average of the per-sequence terms (value term on whichever side exists)
+    d, m, mv, n_d, n_m, n_mv, lam = _side_weights(is_data, terms["complete"], model_mix=model_mix,
+                                                 num_sequences=num_sequences, sequence_weights=sequence_weights,
+                                                 value_on_truncated=value_on_truncated, dtype=terms["phi"].dtype)
     zero = terms["phi"].sum() * 0.0
     loss_data = -(d * terms["phi"]).sum() / n_d if n_d > 0 else zero  # −Ê_D[φ(r)]
     loss_model = model_reg * (m * terms["r2"]).sum() / n_m if divergence == "chi2_mix" and n_m > 0 else zero

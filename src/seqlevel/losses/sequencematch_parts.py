@@ -18,11 +18,9 @@ each piece is that term's share of the step's gradient.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from seqlevel.losses.sequencematch import _check_weights, bc_loss
+from seqlevel.losses.sequencematch import _check_weights, _side_weights, _transitions, bc_loss
 
 Tensor = torch.Tensor
 
@@ -71,39 +69,22 @@ def sequencematch_parts(
     c = float(chi2_weight) if divergence != "tv" else 0.0
     c_m = c_m if divergence == "chi2_mix" else 0.0
     lg = logits.double() if logits.dtype == torch.float64 else logits.float()
-    dev, dt = lg.device, lg.dtype
-    labels, valid, eos_abs = batch["labels"].to(dev), batch["valid"].to(dev), batch["eos_abs"].to(dev)
-    is_data = batch["is_data"].to(dev)
-    V = torch.logsumexp(lg, -1)  # (B, T)
-    Q = lg.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
-    if eos == "absorbing_eos":
-        V = torch.where(eos_abs & (labels != -100), Q, V)
-    V_next = torch.cat([V[:, 1:], torch.zeros_like(V[:, :1])], dim=1)
-    if eos == "done":
-        done = torch.cat([eos_abs[:, 1:], torch.zeros_like(eos_abs[:, :1])], dim=1)
-        V_next = V_next.masked_fill(done, 0.0)
-    w = torch.exp(batch["step"].to(dev, dt) * math.log(gamma))  # (B, T): γ^i
-    has = (valid & (labels != -100)).to(dt)
-    r = Q - gamma * V_next  # eq. (4)
+    dt = lg.dtype
+    Q = lg.gather(-1, batch["labels"].to(lg.device).clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+    t = _transitions(torch.logsumexp(lg, -1), Q, batch, gamma=gamma, eos=eos)  # the loss's own per-slot arithmetic
+    w, has, r = t["w"], t["has_r"].to(dt), t["r"]
     lin = has * w * r
     lin_tail = torch.zeros_like(lin)
     sq = has * w * r**2
-    value = valid.to(dt) * w * (V - gamma * V_next)
-    if eos in ("absorbing", "absorbing_eos"):  # closed-form tail at u_K (losses/sequencematch.py)
-        a = (eos_abs & (labels != -100)).to(dt)
-        r_abs = Q - gamma * V
-        tail_w = w / (1.0 - gamma)
-        lin_tail = a * tail_w * r_abs
-        sq = sq + a * tail_w * r_abs**2
-        value = value + eos_abs.to(dt) * w * V
-    d, m = is_data.to(dt), (~is_data).to(dt)
-    mv = m if value_on_truncated else m * eos_abs.any(1).to(dt)
-    if sequence_weights is not None:
-        sw = sequence_weights.to(dev, dt)
-        d, m, mv = d * sw, m * sw, mv * sw
-    n_d, n_m, n_mv = (float(d.sum()), float(m.sum()), float(mv.sum())) if num_sequences is None else \
-        tuple(float(x) for x in num_sequences)
-    lam = model_mix if n_d > 0 and n_mv > 0 else (1.0 if n_mv > 0 else 0.0)
+    value = t["valid"].to(dt) * w * (t["V"] - gamma * t["V_next"])
+    if t["tail"] is not None:  # closed-form tail at u_K (losses/sequencematch.py)
+        a = t["tail"].to(dt)
+        lin_tail = a * t["tail_w"] * t["r_abs"]
+        sq = sq + a * t["tail_w"] * t["r_abs"] ** 2
+        value = value + t["eos_abs"].to(dt) * w * t["V"]
+    d, m, mv, n_d, n_m, n_mv, lam = _side_weights(batch["is_data"], t["eos_abs"].any(1), model_mix=model_mix,
+                                                 num_sequences=num_sequences, sequence_weights=sequence_weights,
+                                                 value_on_truncated=value_on_truncated, dtype=dt)
     scale = (1.0 - gamma) if occupancy_normalize else 1.0
     k = sm_weight * scale
     zero = lg.sum() * 0.0
@@ -113,7 +94,7 @@ def sequencematch_parts(
     out["data_linear/tail"] = -k * (d[:, None] * lin_tail).sum() / n_d if n_d > 0 else zero
     out["value_data"] = k * (1.0 - lam) * (d * value.sum(1)).sum() / n_d if n_d > 0 else zero
     out["value_model"] = k * lam * (mv * value.sum(1)).sum() / n_mv if n_mv > 0 else zero
-    kind = slot_kind.to(dev)
+    kind = slot_kind.to(lg.device)
     for j, name in enumerate(kind_names):
         sel = (kind == j).to(dt)
         out[f"data_r2/{name}"] = k * c * (d[:, None] * sel * sq).sum() / n_d if n_d > 0 else zero
