@@ -154,13 +154,12 @@ def _curve_callback(cfg: Config, p, dev, tok, curve: list, covered=None, probe_c
 
 def _train(cfg: Config, model, tok, ds, p, dev, seed: int, *, steps: int, lr: float, schedule: str, noise: bool,
            sm_weight: float = 0.0, divergence: str = "chi2_mix", extra: dict | None = None, out: str,
-           covered=None, probe_curve: list | None = None, overrides: dict | None = None, curve: list | None = None):
+           covered=None, probe_curve: list | None = None):
     from transformers import PrinterCallback
 
     from seqlevel.tasks.markov_backspace import forbidden_noise
     from seqlevel.trainers import SequenceMatchConfig, SequenceMatchTrainer
 
-    cfg = replace(cfg, **(overrides or {}))  # a fine-tune's own settings (the screen's rows)
     args = SequenceMatchConfig(
         output_dir=out, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=seed,
         max_steps=steps, per_device_train_batch_size=cfg.batch_size, learning_rate=lr, lr_scheduler_type=schedule,
@@ -172,7 +171,7 @@ def _train(cfg: Config, model, tok, ds, p, dev, seed: int, *, steps: int, lr: fl
         rollouts_per_refresh=cfg.rollouts_per_refresh, replay_batch_size=cfg.replay_batch_size,
         replay_buffer_size=cfg.replay_buffer_size, max_new_actions=cfg.max_new_actions, max_length=cfg.max_tokens + 1,
         dataloader_drop_last=True, **(extra or {}))
-    curve = [] if curve is None else curve
+    curve: list = []
     cb = _curve_callback(cfg, p, dev, tok, curve, covered, probe_curve)
     trainer = SequenceMatchTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                                    noise_fn=forbidden_noise(p, int(tok.eos_token_id), covered),
@@ -229,10 +228,10 @@ def world(cfg: Config, seed: int) -> dict:
 def pretrain(cfg: Config, w: dict, method: str, out_dir: str):
     """``mle`` (clean data, no ``<bksp>``) or ``bc`` (ground-truth noise) from scratch; returns
     ``(trainer, curve, probe_curve, seconds)``."""
-    curve, probe_curve = [], []
-    t, _, s = _train(cfg, _model(cfg, w["tok"], w["seed"]), w["tok"], w["ds"], w["p"], w["dev"], w["seed"],
-                     steps=cfg.pretrain_steps, lr=cfg.lr, schedule="constant_with_warmup", noise=method == "bc",
-                     out=f"{out_dir}/{method}", covered=w["covered"], probe_curve=probe_curve, curve=curve)
+    probe_curve: list = []
+    t, curve, s = _train(cfg, _model(cfg, w["tok"], w["seed"]), w["tok"], w["ds"], w["p"], w["dev"], w["seed"],
+                         steps=cfg.pretrain_steps, lr=cfg.lr, schedule="constant_with_warmup", noise=method == "bc",
+                         out=f"{out_dir}/{method}", covered=w["covered"], probe_curve=probe_curve)
     return t, curve, probe_curve, s
 
 
@@ -241,12 +240,12 @@ def finetune(cfg: Config, w: dict, bc_model, out_dir: str, *, sm_weight: float, 
     """A copy of ``bc_model`` fine-tuned ``finetune_steps`` steps with ``(1 − w)·BC + w·SM`` (``sm_weight`` 0:
     BC continued); ``overrides`` replaces fields of ``cfg`` for this run only (chi2_weight, eos_handling, ...).
     Returns ``(trainer, curve, probe_curve, seconds)``."""
-    curve, probe_curve = [], []
-    steps = (overrides or {}).get("finetune_steps", cfg.finetune_steps)
-    t, _, s = _train(cfg, copy.deepcopy(bc_model), w["tok"], w["ds"], w["p"], w["dev"], w["seed"], steps=steps,
-                     lr=cfg.finetune_lr, schedule="constant", noise=True, out=out_dir, sm_weight=sm_weight,
-                     divergence=divergence, extra=extra, covered=w["covered"], probe_curve=probe_curve,
-                     overrides=overrides, curve=curve)
+    cfg = replace(cfg, **(overrides or {}))  # this fine-tune's own settings (the screen's rows)
+    probe_curve: list = []
+    t, curve, s = _train(cfg, copy.deepcopy(bc_model), w["tok"], w["ds"], w["p"], w["dev"], w["seed"],
+                         steps=cfg.finetune_steps, lr=cfg.finetune_lr, schedule="constant", noise=True, out=out_dir,
+                         sm_weight=sm_weight, divergence=divergence, extra=extra, covered=w["covered"],
+                         probe_curve=probe_curve)
     return t, curve, probe_curve, s
 
 

@@ -81,15 +81,13 @@ def forbidden_noise(p: MarkovP, eos_id: int, covered: np.ndarray | None = None):
 
     ``covered`` (from :func:`covered_pairs`) restricts the noise to the covered pairs (None: every forbidden pair;
     the same draws as a ``covered`` of all pairs); where no pair after ``t`` is covered the noise declines."""
-    T = p.transition
+    pairs = forbidden_pairs(p) if covered is None else covered  # (n, n): columns of tokens 1..n-1, never EOS
 
     def noise(prefix: Sequence[int], target: int, rng: random.Random) -> int | None:
         t = to_markov_id(p, int(prefix[-1]), eos_id)
         if t == 0:
             return None  # after <bos>: every first token is possible
-        bad = np.nonzero(T[t - 1, : p.n - 1] == 0.0)[0]  # columns of tokens 1..n-1 (EOS is never forbidden)
-        if covered is not None:
-            bad = bad[covered[t - 1, bad]]
+        bad = np.flatnonzero(pairs[t - 1])
         if len(bad) == 0:
             return None
         return to_tokenizer_ids(p, [int(bad[rng.randrange(len(bad))]) + 1], eos_id)[0]
@@ -113,7 +111,7 @@ def final_text_metrics(p: MarkovP, actions: Sequence[Sequence[int]], eos_id: int
 
     Returns:
         ``covered_rate`` / ``uncovered_rate`` (the forbidden bigrams of covered / uncovered pairs per final
-        token: they add up to ``impossible_rate`` but for a forbidden first token, which has no pair),
+        token: they add up to ``impossible_rate``),
         ``impossible_rate`` (forbidden bigrams per final token, EOS included), ``impossible_seq_rate``,
         ``avg_js`` / ``avg_zero_mass`` of the empirical final-text bigram matrix, ``backspace_rate`` (per action),
         ``backspace_precision`` (deletions that removed a forbidden token), ``false_deletion_rate`` (samples
@@ -148,11 +146,10 @@ def final_text_metrics(p: MarkovP, actions: Sequence[Sequence[int]], eos_id: int
             if _forbidden(p, prev, u):
                 bad += 1
                 seq_bad = True
-                if u != p.eos and prev != 0:
-                    if covered is None or covered[prev - 1, u - 1]:
-                        bad_cov += 1
-                    else:
-                        bad_unc += 1
+                if covered is None or covered[prev - 1, u - 1]:
+                    bad_cov += 1
+                else:
+                    bad_unc += 1
             if u == p.eos:
                 break
             prev = u
