@@ -35,30 +35,32 @@ def console_logs(logs: dict, max_keys: int = CONSOLE_KEYS) -> dict:
     return out
 
 
-class QuietProgressCallback(ProgressCallback):
+class _QuietLogs:
+    """Mixin for a console callback: ``on_log`` passes on only :func:`console_logs` of the logs (nothing when
+    none is left)."""
+
+    max_keys = CONSOLE_KEYS
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        shown = console_logs(logs or {}, self.max_keys)
+        if shown:
+            super().on_log(args, state, control, logs=shown, **kwargs)
+
+
+class QuietProgressCallback(_QuietLogs, ProgressCallback):
     """``ProgressCallback`` whose log lines are :func:`console_logs` of the logs."""
 
     def __init__(self, max_keys: int = CONSOLE_KEYS, **kwargs):
         super().__init__(**kwargs)
         self.max_keys = max_keys
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        shown = console_logs(logs or {}, self.max_keys)
-        if shown:
-            super().on_log(args, state, control, logs=shown, **kwargs)
 
-
-class QuietPrinterCallback(PrinterCallback):
+class QuietPrinterCallback(_QuietLogs, PrinterCallback):
     """``PrinterCallback`` (``disable_tqdm=True``) whose lines are :func:`console_logs` of the logs."""
 
     def __init__(self, max_keys: int = CONSOLE_KEYS):
         super().__init__()
         self.max_keys = max_keys
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        shown = console_logs(logs or {}, self.max_keys)
-        if shown:
-            super().on_log(args, state, control, logs=shown, **kwargs)
 
 
 def quiet_console(trainer, max_keys: int = CONSOLE_KEYS) -> None:
