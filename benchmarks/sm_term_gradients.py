@@ -65,6 +65,7 @@ def network(args) -> dict:
     from seqlevel.backspace import collate, model_inputs
     from seqlevel.bench import markov_backspace as mb
     from seqlevel.losses.sequencematch_parts import sequencematch_parts
+    from seqlevel.metrics.lm import right_pad
     from seqlevel.tasks.markov_backspace import forbidden_noise, forbidden_pairs, probe_states, to_markov_id
     from seqlevel.trainers import SequenceMatchConfig, SequenceMatchTrainer
 
@@ -112,11 +113,7 @@ def network(args) -> dict:
     pad = int(tok.pad_token_id)
 
     def last_logits(seqs):
-        W = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), W), pad, dtype=torch.long)
-        att = torch.zeros_like(ids)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)], att[r, : len(s)] = torch.tensor(s), 1
+        ids, att = right_pad(seqs, pad)
         return model(input_ids=ids, attention_mask=att).logits.float()[torch.arange(len(seqs)), att.sum(1) - 1]
 
     for g in ("uncovered", "covered", "valid"):

@@ -10,6 +10,17 @@ import torch
 from seqlevel.losses import mle_loss
 
 
+def right_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both ``(B, W)`` long: token-id sequences right-padded with ``pad`` (each
+    row's positions stay 0..len−1, as unpadded)."""
+    W = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), W), pad, dtype=torch.long)
+    att = torch.zeros_like(ids)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)], att[r, : len(s)] = torch.as_tensor(list(s)), 1
+    return ids, att
+
+
 @torch.no_grad()
 def perplexity(model, sequences: Sequence[Sequence[int]], *, batch_size: int = 16, pad_id: int = 0) -> dict:
     """Token-level perplexity ``exp(Σ NLL / #tokens)`` of ``model`` on token-id sequences (first token is context).
@@ -23,13 +34,7 @@ def perplexity(model, sequences: Sequence[Sequence[int]], *, batch_size: int = 1
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(sequences), batch_size):
-        chunk = [list(s) for s in sequences[i : i + batch_size]]
-        T = max(len(s) for s in chunk)
-        ids = torch.full((len(chunk), T), pad_id, dtype=torch.long)
-        am = torch.zeros_like(ids)
-        for j, s in enumerate(chunk):
-            ids[j, : len(s)] = torch.as_tensor(s)
-            am[j, : len(s)] = 1
+        ids, am = right_pad(sequences[i : i + batch_size], pad_id)
         ids, am = ids.to(device), am.to(device)
         labels = ids.masked_fill(am == 0, -100)[:, 1:]
         logits = model(input_ids=ids, attention_mask=am).logits[:, :-1]

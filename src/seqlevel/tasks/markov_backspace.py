@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from seqlevel.metrics.lm import right_pad
 from seqlevel.tasks.markov import (  # noqa: F401  (the tokenizer and id maps, re-exported for old imports)
     SPECIALS,
     MarkovP,
@@ -203,16 +204,6 @@ class ForbiddenMass:
         return self.total / max(self.count, 1)
 
 
-def _right_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` ``(B, W)`` of right-padded sequences (positions 0..len−1 stay as unpadded)."""
-    W = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), W), pad, dtype=torch.long)
-    att = torch.zeros_like(ids)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)], att[r, : len(s)] = torch.tensor(s), 1
-    return ids, att
-
-
 @torch.no_grad()
 def token_nll(model, p: MarkovP, dev: Sequences, tokenizer, backspace_id: int | None, max_tokens: int,
               batch_size: int = 256) -> float:
@@ -227,7 +218,7 @@ def token_nll(model, p: MarkovP, dev: Sequences, tokenizer, backspace_id: int | 
     model.eval()
     total, n = 0.0, 0
     for i in range(0, len(seqs), batch_size):
-        ids, att = _right_pad(seqs[i: i + batch_size], pad)
+        ids, att = right_pad(seqs[i: i + batch_size], pad)
         logits = model(input_ids=ids, attention_mask=att).logits.float()  # (B, W, A)
         if backspace_id is not None:
             logits[..., backspace_id] = float("-inf")  # token-only: <bksp> leaves the softmax
@@ -323,7 +314,7 @@ def _last_position_stats(model, seqs: list[list[int]], backspace_id: int, pad: i
         return None, None, None
     pb = qb = vv = 0.0
     for i in range(0, len(seqs), batch_size):
-        ids, att = _right_pad(seqs[i: i + batch_size], pad)
+        ids, att = right_pad(seqs[i: i + batch_size], pad)
         last = att.sum(1) - 1
         logits = model(input_ids=ids, attention_mask=att).logits.float()[torch.arange(len(ids)), last]  # (b, A)
         V = torch.logsumexp(logits, -1)
