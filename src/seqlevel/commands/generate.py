@@ -156,14 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from seqlevel.decoding.decoder import generate
     from seqlevel.decoding.sampling import check_sampling_options
 
-    if not args.greedy and not args.temperature > 0:
-        raise ValueError(f"--temperature must be > 0 when sampling, got {args.temperature}; for the most likely "
-                         "action pass --greedy")
-    if args.top_k < 0:
-        raise ValueError(f"--top-k must be >= 0, got {args.top_k}; 0 keeps every action")
-    if not 0.0 < args.top_p <= 1.0:
-        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}; 1.0 disables nucleus sampling")
-    check_sampling_options(not args.greedy, args.temperature, args.top_k, args.top_p)
+    check_sampling_options(not args.greedy, args.temperature, args.top_k, args.top_p, flags=True)
     for flag, value in (("--max-new-actions", args.max_new_actions), ("--max-new-tokens", args.max_new_tokens)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")

@@ -10,15 +10,22 @@ from __future__ import annotations
 import torch
 
 
-def check_sampling_options(do_sample: bool, temperature: float, top_k: int, top_p: float) -> None:
-    """Raise a ``ValueError`` that says how to fix a bad sampling option."""
+def check_sampling_options(do_sample: bool, temperature: float, top_k: int, top_p: float, *,
+                           flags: bool = False) -> None:
+    """Raise a ``ValueError`` that says how to fix a bad sampling option.
+
+    ``flags=True`` names the command-line flags (``--top-p``, ``--greedy``) instead of the Python arguments.
+    """
+    top_p_name, top_k_name, temp_name = ("--top-p", "--top-k", "--temperature") if flags else \
+        ("top_p", "top_k", "temperature")
+    greedy = "pass --greedy" if flags else "use do_sample=False (greedy)"
     if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}; 1.0 disables nucleus sampling")
+        raise ValueError(f"{top_p_name} must be in (0, 1], got {top_p}; 1.0 disables nucleus sampling")
     if top_k < 0:
-        raise ValueError(f"top_k must be >= 0, got {top_k}; 0 disables top-k filtering")
+        raise ValueError(f"{top_k_name} must be >= 0, got {top_k}; 0 disables top-k filtering")
     if do_sample and not temperature > 0.0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}; "
-                         "for the most likely action use do_sample=False (greedy)")
+        raise ValueError(f"{temp_name} must be > 0 when sampling, got {temperature}; for the most likely action "
+                         f"{greedy}")
 
 
 def filter_scores(scores: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
